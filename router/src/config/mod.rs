@@ -1,0 +1,621 @@
+//! Typed configuration, read in two stages: raw TOML structs that reject unknown fields, then
+//! validated types that cannot hold an invalid state. Every error names the field it is about.
+
+mod raw;
+pub mod secret;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+pub use secret::{Secret, SecretRef};
+
+/// The configuration compiled into the binary: what `cordon serve` runs with no `--config`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../deploy/cordon.default.toml");
+
+/// A configuration that failed to load. Each entry names a field (`providers.openai.base_url`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config is not valid TOML or has an unknown or mistyped field: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("{field}: {message}")]
+    Field { field: String, message: String },
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Field {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub limits: Limits,
+    pub auth: AuthConfig,
+    pub providers: BTreeMap<String, Arc<ProviderConfig>>,
+    pub models: Vec<ModelEntry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub http_listen: Option<String>,
+    pub https: Option<HttpsListener>,
+    pub threads: usize,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpsListener {
+    pub listen: String,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AuthConfig {
+    /// How long a looked-up API key is trusted before the store is asked again; revocation
+    /// takes effect within this time.
+    pub key_cache_ttl: Duration,
+}
+
+/// Which wire protocol a provider speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// OpenAI or any OpenAI-compatible server (vLLM, DeepSeek, DashScope compatible mode).
+    OpenAi,
+    /// Azure OpenAI: the upstream model is a deployment name.
+    AzureOpenAi { api_version: String },
+    /// Anthropic's Messages API.
+    Anthropic {
+        version: String,
+        default_max_tokens: u64,
+    },
+}
+
+/// One upstream provider, validated and with its secrets and TLS material loaded.
+#[derive(Debug)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub endpoint: Endpoint,
+    pub api_key: Option<Secret>,
+    pub tls: UpstreamTls,
+    pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
+}
+
+/// Where a provider listens: `https://host:port/base/path`.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash, e.g. `/v1` or empty.
+    pub base_path: String,
+}
+
+/// Trust settings for one upstream. Certificates are DER.
+#[derive(Clone, Default)]
+pub struct UpstreamTls {
+    pub ca: Option<Vec<Vec<u8>>>,
+    pub client_cert_chain: Option<Vec<Vec<u8>>>,
+    pub client_key: Option<Vec<u8>>,
+    /// Server name sent as SNI and verified; defaults to the endpoint's host.
+    pub server_name: String,
+    pub verify_hostname: bool,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("custom_ca", &self.ca.as_ref().map(Vec::len))
+            .field("client_cert", &self.client_cert_chain.is_some())
+            .field("server_name", &self.server_name)
+            .field("verify_hostname", &self.verify_hostname)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts after the first one, on the same provider.
+    pub max_retries: u32,
+    pub backoff: Duration,
+}
+
+/// A public model name (and aliases) served by one provider's upstream model.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub provider: String,
+    pub upstream_model: String,
+    /// Other catalogue names tried in order when this one fails before any byte reached the
+    /// client.
+    pub fallbacks: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base)
+    }
+
+    /// The embedded default, with paths relative to the working directory.
+    pub fn embedded_default() -> Result<Self, ConfigError> {
+        Self::from_toml(EMBEDDED_DEFAULT, Path::new("."))
+    }
+
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text)?;
+        Validator {
+            base_dir,
+            errors: Vec::new(),
+        }
+        .validate(raw)
+    }
+}
+
+/// Collects every problem in one pass so that `cordon check` reports them all at once.
+struct Validator<'a> {
+    base_dir: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn validate(mut self, raw: raw::RawConfig) -> Result<Config, ConfigError> {
+        let server = self.server(raw.server);
+        let data_dir = self.path(raw.data.dir.as_deref().unwrap_or(Path::new("data")));
+        let database_url = match raw.database.url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                url
+            }
+            Some(url) if url.starts_with("sqlite:") => url,
+            Some(_) => {
+                self.err(
+                    "database.url",
+                    "must start with postgres://, postgresql:// or sqlite:",
+                );
+                String::new()
+            }
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("cordon.db").display()
+            ),
+        };
+        let limits = Limits {
+            max_body_bytes: raw.limits.max_body_bytes.unwrap_or(4 * 1024 * 1024),
+        };
+        if limits.max_body_bytes == 0 {
+            self.err("limits.max_body_bytes", "must be greater than 0");
+        }
+        let auth = AuthConfig {
+            key_cache_ttl: Duration::from_secs(raw.auth.key_cache_ttl_seconds.unwrap_or(5)),
+        };
+        let providers = raw
+            .providers
+            .into_iter()
+            .filter_map(|(name, p)| {
+                let p = self.provider(&name, p)?;
+                Some((name, Arc::new(p)))
+            })
+            .collect::<BTreeMap<_, _>>();
+        let models = self.models(raw.models, &providers);
+
+        match self.errors.len() {
+            0 => Ok(Config {
+                server,
+                data_dir,
+                database_url,
+                limits,
+                auth,
+                providers,
+                models,
+            }),
+            1 => Err(self.errors.remove(0)),
+            _ => Err(ConfigError::Many(self.errors)),
+        }
+    }
+
+    fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::field(field, message));
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn server(&mut self, raw: raw::RawServer) -> ServerConfig {
+        let https = match (raw.https_listen, raw.tls_cert, raw.tls_key) {
+            (None, None, None) => None,
+            (Some(listen), Some(cert), Some(key)) => {
+                let cert_path = self.path(&cert);
+                let key_path = self.path(&key);
+                for (field, p) in [("server.tls_cert", &cert_path), ("server.tls_key", &key_path)]
+                {
+                    if !p.is_file() {
+                        self.err(field, format!("{} does not exist", p.display()));
+                    }
+                }
+                Some(HttpsListener {
+                    listen,
+                    cert_path,
+                    key_path,
+                })
+            }
+            _ => {
+                self.err(
+                    "server.https_listen",
+                    "https_listen, tls_cert and tls_key must be set together",
+                );
+                None
+            }
+        };
+        for (field, addr) in [
+            ("server.http_listen", raw.http_listen.as_ref()),
+            ("server.https_listen", https.as_ref().map(|h| &h.listen)),
+        ] {
+            if let Some(addr) = addr
+                && addr.parse::<std::net::SocketAddr>().is_err()
+            {
+                self.err(field, format!("`{addr}` is not an address like 127.0.0.1:8080"));
+            }
+        }
+        if raw.http_listen.is_none() && https.is_none() {
+            self.err(
+                "server.http_listen",
+                "at least one listener (http_listen or https_listen) is required",
+            );
+        }
+        let threads = raw.threads.unwrap_or(2);
+        if threads == 0 {
+            self.err("server.threads", "must be at least 1");
+        }
+        ServerConfig {
+            http_listen: raw.http_listen,
+            https,
+            threads,
+            grace_period_seconds: raw.grace_period_seconds.unwrap_or(5),
+            graceful_shutdown_timeout_seconds: raw.graceful_shutdown_timeout_seconds.unwrap_or(5),
+        }
+    }
+
+    fn provider(&mut self, name: &str, raw: raw::RawProvider) -> Option<ProviderConfig> {
+        let f = |k: &str| format!("providers.{name}.{k}");
+        let before = self.errors.len();
+        let kind = match raw.kind {
+            raw::RawProviderKind::Openai => ProviderKind::OpenAi,
+            raw::RawProviderKind::AzureOpenai => match raw.api_version.clone() {
+                Some(api_version) => ProviderKind::AzureOpenAi { api_version },
+                None => {
+                    self.err(
+                        f("api_version"),
+                        "azure_openai needs api_version, e.g. \"2024-10-21\"",
+                    );
+                    return None;
+                }
+            },
+            raw::RawProviderKind::Anthropic => ProviderKind::Anthropic {
+                version: raw
+                    .anthropic_version
+                    .clone()
+                    .unwrap_or_else(|| "2023-06-01".into()),
+                default_max_tokens: raw.default_max_tokens.unwrap_or(4096),
+            },
+        };
+        if raw.api_version.is_some() && !matches!(kind, ProviderKind::AzureOpenAi { .. }) {
+            self.err(f("api_version"), "only azure_openai providers take api_version");
+        }
+        if (raw.anthropic_version.is_some() || raw.default_max_tokens.is_some())
+            && !matches!(kind, ProviderKind::Anthropic { .. })
+        {
+            self.err(
+                f("anthropic_version"),
+                "only anthropic providers take anthropic_version and default_max_tokens",
+            );
+        }
+        let endpoint = match parse_endpoint(&raw.base_url) {
+            Ok(e) => Some(e),
+            Err(msg) => {
+                self.err(f("base_url"), msg);
+                None
+            }
+        };
+        let api_key = raw.api_key.as_deref().and_then(|s| {
+            SecretRef::parse(&f("api_key"), s)
+                .and_then(|r| r.resolve(&f("api_key")))
+                .map_err(|e| self.errors.push(e))
+                .ok()
+        });
+        let tls = self.upstream_tls(&f, raw.tls.unwrap_or_default(), endpoint.as_ref());
+        let t = raw.timeouts.unwrap_or_default();
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(t.connect_ms.unwrap_or(5_000)),
+            first_byte: Duration::from_millis(t.first_byte_ms.unwrap_or(120_000)),
+            idle: Duration::from_millis(t.idle_ms.unwrap_or(60_000)),
+        };
+        let retry = RetryPolicy {
+            max_retries: raw.max_retries.unwrap_or(2),
+            backoff: Duration::from_millis(raw.retry_backoff_ms.unwrap_or(200)),
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(ProviderConfig {
+            name: name.to_owned(),
+            kind,
+            endpoint: endpoint?,
+            api_key,
+            tls,
+            timeouts,
+            retry,
+        })
+    }
+
+    fn upstream_tls(
+        &mut self,
+        f: &dyn Fn(&str) -> String,
+        raw: raw::RawTls,
+        endpoint: Option<&Endpoint>,
+    ) -> UpstreamTls {
+        let mut tls = UpstreamTls {
+            server_name: raw
+                .server_name
+                .or_else(|| endpoint.map(|e| e.host.clone()))
+                .unwrap_or_default(),
+            verify_hostname: !raw.dangerous_skip_hostname_verification.unwrap_or(false),
+            ..Default::default()
+        };
+        if let Some(ca) = raw.ca_file {
+            let path = self.path(&ca);
+            match CertificateDer::pem_file_iter(&path).and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            {
+                Ok(certs) if !certs.is_empty() => {
+                    tls.ca = Some(certs.into_iter().map(|c| c.to_vec()).collect())
+                }
+                Ok(_) => self.err(f("tls.ca_file"), format!("{} holds no certificate", path.display())),
+                Err(e) => self.err(f("tls.ca_file"), format!("{}: {e}", path.display())),
+            }
+        }
+        match (raw.client_cert, raw.client_key) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                let cert = self.path(&cert);
+                let key = self.path(&key);
+                match CertificateDer::pem_file_iter(&cert)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                {
+                    Ok(chain) if !chain.is_empty() => {
+                        tls.client_cert_chain = Some(chain.into_iter().map(|c| c.to_vec()).collect())
+                    }
+                    Ok(_) => self.err(
+                        f("tls.client_cert"),
+                        format!("{} holds no certificate", cert.display()),
+                    ),
+                    Err(e) => self.err(f("tls.client_cert"), format!("{}: {e}", cert.display())),
+                }
+                match PrivateKeyDer::from_pem_file(&key) {
+                    Ok(k) => tls.client_key = Some(k.secret_der().to_vec()),
+                    Err(e) => self.err(f("tls.client_key"), format!("{}: {e}", key.display())),
+                }
+            }
+            _ => self.err(
+                f("tls.client_cert"),
+                "client_cert and client_key must be set together",
+            ),
+        }
+        if endpoint.is_some_and(|e| !e.tls)
+            && (tls.ca.is_some() || tls.client_cert_chain.is_some())
+        {
+            self.err(f("tls"), "TLS settings are given but base_url is not https://");
+        }
+        tls
+    }
+
+    fn models(
+        &mut self,
+        raw: Vec<raw::RawModel>,
+        providers: &BTreeMap<String, Arc<ProviderConfig>>,
+    ) -> Vec<ModelEntry> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, m) in raw.into_iter().enumerate() {
+            let f = |k: &str| format!("models[{i}].{k}");
+            for name in std::iter::once(&m.name).chain(&m.aliases) {
+                if name.is_empty() {
+                    self.err(f("name"), "model names and aliases must not be empty");
+                } else if !seen.insert(name.clone()) {
+                    self.err(f("name"), format!("`{name}` is defined twice in the catalogue"));
+                }
+            }
+            if !providers.contains_key(&m.provider) {
+                self.err(
+                    f("provider"),
+                    format!("no provider named `{}` in [providers]", m.provider),
+                );
+            }
+            out.push(ModelEntry {
+                upstream_model: m.upstream_model.unwrap_or_else(|| m.name.clone()),
+                name: m.name,
+                aliases: m.aliases,
+                provider: m.provider,
+                fallbacks: m.fallbacks,
+            });
+        }
+        for (i, m) in out.iter().enumerate() {
+            for fb in &m.fallbacks {
+                if !seen.contains(fb) {
+                    self.err(
+                        format!("models[{i}].fallbacks"),
+                        format!("`{fb}` is not a model name or alias in the catalogue"),
+                    );
+                } else if fb == &m.name || m.aliases.contains(fb) {
+                    self.err(
+                        format!("models[{i}].fallbacks"),
+                        format!("`{fb}` is the model itself"),
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+fn parse_endpoint(raw: &str) -> Result<Endpoint, String> {
+    let uri: http::Uri = raw
+        .parse()
+        .map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(format!("`{raw}` must start with https:// or http://")),
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("`{raw}` has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    if uri.query().is_some() {
+        return Err(format!("`{raw}` must not have a query string"));
+    }
+    Ok(Endpoint {
+        tls,
+        port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        host,
+        base_path: uri.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("."))
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default().unwrap();
+        assert!(c.server.http_listen.is_some());
+        assert!(c.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = load("[server]\nhttp_lisen = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.to_string().contains("http_lisen"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_their_fields() {
+        let text = r#"
+            [server]
+            http_listen = "nonsense"
+            [providers.oa]
+            type = "openai"
+            base_url = "ftp://x"
+            api_key = "sk-literal"
+            [[models]]
+            name = "m"
+            provider = "missing"
+            fallbacks = ["nowhere"]
+        "#;
+        let err = load(text).unwrap_err().to_string();
+        for field in [
+            "server.http_listen",
+            "providers.oa.base_url",
+            "providers.oa.api_key",
+            "models[0].provider",
+            "models[0].fallbacks",
+        ] {
+            assert!(err.contains(field), "{field} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_model_names_are_refused() {
+        let text = r#"
+            [server]
+            http_listen = "127.0.0.1:1"
+            [providers.oa]
+            type = "openai"
+            base_url = "http://127.0.0.1:9/v1"
+            [[models]]
+            name = "a"
+            provider = "oa"
+            [[models]]
+            name = "b"
+            aliases = ["a"]
+            provider = "oa"
+        "#;
+        assert!(load(text).unwrap_err().to_string().contains("models[1].name"));
+    }
+
+    #[test]
+    fn azure_needs_api_version() {
+        let text = r#"
+            [server]
+            http_listen = "127.0.0.1:1"
+            [providers.az]
+            type = "azure_openai"
+            base_url = "https://x.openai.azure.com"
+        "#;
+        assert!(
+            load(text)
+                .unwrap_err()
+                .to_string()
+                .contains("providers.az.api_version")
+        );
+    }
+
+    #[test]
+    fn endpoint_parsing() {
+        let e = parse_endpoint("https://api.example.com/v1/").unwrap();
+        assert_eq!((e.tls, e.port, e.base_path.as_str()), (true, 443, "/v1"));
+        let e = parse_endpoint("http://[::1]:8000").unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.base_path.as_str()), ("::1", 8000, ""));
+    }
+}

@@ -1,0 +1,167 @@
+//! The `cordon` command: run the gateway, check a config, manage API keys.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cordon_router::config::Config;
+use cordon_router::db::Database;
+use cordon_router::keys::{KeyStore, NewKey};
+
+#[derive(Parser)]
+#[command(name = "cordon", version, about = "Cordon: an on-prem AI gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file; without it, the embedded default (deploy/cordon.default.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file; exits non-zero and names each bad field.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Manage API keys.
+    Keys {
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once; only its hash is stored.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        owner: String,
+        #[arg(long, default_value = "")]
+        team: String,
+        /// A model the key may use (repeat); none means every model.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Lifetime in days; none means no expiry.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CORDON_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Config::embedded_default(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = load(config.as_ref())?;
+            cordon_router::proxy::server::run(config).map_err(|e| e.to_string())
+        }
+        Command::Check { config } => {
+            let c = load(Some(&config))?;
+            println!(
+                "{}: ok ({} providers, {} models)",
+                config.display(),
+                c.providers.len(),
+                c.models.len()
+            );
+            Ok(())
+        }
+        Command::Keys { config, command } => {
+            let config = load(config.as_ref())?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(keys(&config, command))
+        }
+    }
+}
+
+async fn keys(config: &Config, command: KeysCommand) -> Result<(), String> {
+    let db = Database::open(&config.database_url).await.map_err(|e| e.to_string())?;
+    let store = KeyStore::new(db);
+    match command {
+        KeysCommand::Create { name, owner, team, models, expires_in_days, json } => {
+            let expires_at = expires_in_days.map(|d| cordon_router::keys::now_unix() + i64::from(d) * 86_400);
+            let (key, secret) = store
+                .create(NewKey { name, owner, team, allowed_models: models, expires_at })
+                .await
+                .map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::json!({"id": key.id, "key": secret, "name": key.name}));
+            } else {
+                println!("id:  {}\nkey: {secret}\nThe key is shown only now; store it safely.", key.id);
+            }
+        }
+        KeysCommand::List { json } => {
+            let keys = store.list().await.map_err(|e| e.to_string())?;
+            if json {
+                for k in keys {
+                    println!("{}", serde_json::to_string(&k).map_err(|e| e.to_string())?);
+                }
+            } else {
+                println!("{:<22} {:<11} {:<16} {:<12} {:<12} {:<8} MODELS", "ID", "PREFIX", "NAME", "OWNER", "TEAM", "STATE");
+                let now = cordon_router::keys::now_unix();
+                for k in keys {
+                    let state = if k.revoked {
+                        "revoked"
+                    } else if k.expires_at.is_some_and(|t| t <= now) {
+                        "expired"
+                    } else {
+                        "active"
+                    };
+                    let models = if k.allowed_models.is_empty() { "*".to_owned() } else { k.allowed_models.join(",") };
+                    println!("{:<22} {:<11} {:<16} {:<12} {:<12} {:<8} {models}", k.id, k.prefix, k.name, k.owner, k.team, state);
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if !store.revoke(&id).await.map_err(|e| e.to_string())? {
+                return Err(format!("no key with id {id}; `cordon keys list` shows the ids"));
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,467 @@
+//! The gateway on Pingora: one request, top to bottom.
+//!
+//! Pingora calls `request_body_filter` only after `upstream_peer` (pingora#780) and its retry
+//! buffer holds 64 KiB, but Cordon must read and judge the whole body before it chooses an
+//! upstream. So every request is answered inside `request_filter`: the phases below run in
+//! order, and the upstream exchange uses Pingora's own connector (pooling, mTLS, per-peer CA)
+//! in [`upstream`]. `logging` runs after every request, answered or failed.
+//!
+//! 1. listener: which endpoint ([`crate::api::Endpoint`])
+//! 2. authentication ([`crate::auth`])
+//! 3. body: read (bounded) and parse ([`crate::api::parse`])
+//! 4. DLP scan and 5. policy decision: their own issues plug in here
+//! 6. route: the catalogue's targets for the model, within what the key allows
+//! 7. forward with retries and fallbacks; relay the response as it arrives ([`crate::relay`])
+//! 8. logging: metrics (and the audit record, in its own issue)
+
+pub mod server;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::api::{self, Api, Endpoint, ParsedRequest};
+use crate::auth::{Authenticator, Principal};
+use crate::catalogue::{Catalogue, Target};
+use crate::config::Config;
+use crate::db::Database;
+use crate::error::{ApiError, ErrorShape};
+use crate::keys::KeyStore;
+use crate::metrics::Metrics;
+use crate::providers::{self, Usage};
+use crate::relay::Relay;
+use upstream::{AttemptErrorKind, Exchange, Upstreams};
+
+/// Everything the gateway shares across requests.
+pub struct Gateway {
+    config: Config,
+    catalogue: Catalogue,
+    upstreams: Upstreams,
+    metrics: Arc<Metrics>,
+    /// Opened on first use, inside the server's runtime.
+    auth: OnceCell<(Database, Authenticator)>,
+}
+
+/// What one request accumulates as it passes the phases; read by `logging`.
+pub struct RequestCtx {
+    pub request_id: String,
+    pub started: Instant,
+    pub endpoint: Option<Endpoint>,
+    /// The catalogue model (never an arbitrary client string, so metric labels stay bounded).
+    pub model: Option<String>,
+    pub principal: Option<Principal>,
+    pub provider: Option<String>,
+    pub upstream_model: Option<String>,
+    pub stream: bool,
+    pub status: u16,
+    pub usage: Option<Usage>,
+    pub upstream_first_byte: Option<Duration>,
+    pub error_code: Option<&'static str>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            started: Instant::now(),
+            endpoint: None,
+            model: None,
+            principal: None,
+            provider: None,
+            upstream_model: None,
+            stream: false,
+            status: 0,
+            usage: None,
+            upstream_first_byte: None,
+            error_code: None,
+        }
+    }
+
+    /// Never reached: every request is answered in `request_filter`.
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        Error::e_explain(ErrorType::InternalError, "cordon answers every request in request_filter")
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Err(e) = self.handle(session, ctx).await {
+            let shape = match ctx.endpoint {
+                Some(Endpoint::Llm(api)) => api.error_shape(),
+                _ => ErrorShape::OpenAi,
+            };
+            ctx.error_code = Some(e.code);
+            respond(session, ctx, e.status, "application/json", e.body(shape), &[]).await?;
+        }
+        Ok(true)
+    }
+
+    async fn logging(&self, _session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        let route = ctx.endpoint.map_or("unknown", Endpoint::label);
+        let model = ctx.model.as_deref().unwrap_or("");
+        let status = if ctx.status == 0 && error.is_some() { 500 } else { ctx.status };
+        let m = &self.metrics;
+        m.requests.with_label_values(&[route, model, &status.to_string()]).inc();
+        m.latency
+            .with_label_values(&[route, model])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        if let (Some(u), Some(p)) = (ctx.usage, ctx.provider.as_deref()) {
+            m.tokens.with_label_values(&[model, p, "in"]).inc_by(u.prompt_tokens);
+            m.tokens.with_label_values(&[model, p, "out"]).inc_by(u.completion_tokens);
+        }
+        tracing::info!(
+            request_id = %ctx.request_id,
+            route,
+            model,
+            status,
+            key_id = ctx.principal.as_ref().map(|p| p.key.id.as_str()),
+            provider = ctx.provider.as_deref(),
+            error = ctx.error_code,
+            ms = ctx.started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
+}
+
+impl Gateway {
+    pub fn new(config: Config) -> Self {
+        Self {
+            catalogue: Catalogue::new(&config),
+            upstreams: Upstreams::new(&config.providers),
+            metrics: Arc::new(Metrics::new()),
+            auth: OnceCell::new(),
+            config,
+        }
+    }
+
+    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ApiError> {
+        // 1. listener
+        let req = session.req_header();
+        let endpoint = Endpoint::resolve(&req.method, req.uri.path())?;
+        ctx.endpoint = Some(endpoint);
+        match endpoint {
+            Endpoint::Healthz => self.reply_json(session, ctx, 200, json!({"status": "ok"})).await,
+            Endpoint::Readyz => self.readyz(session, ctx).await,
+            Endpoint::Metrics => {
+                let body = Bytes::from(self.metrics.render());
+                respond(session, ctx, 200, "text/plain; version=0.0.4", body, &[]).await.map_err(write_failed)
+            }
+            Endpoint::ListModels => {
+                let principal = self.authenticate(session).await?;
+                let data: Vec<_> = self
+                    .catalogue
+                    .names()
+                    .filter(|m| principal.key.may_use(&m.name))
+                    .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider}))
+                    .collect();
+                ctx.principal = Some(principal);
+                self.reply_json(session, ctx, 200, json!({"object": "list", "data": data})).await
+            }
+            Endpoint::Llm(api) => self.llm(session, ctx, api).await,
+        }
+    }
+
+    async fn llm(&self, session: &mut Session, ctx: &mut RequestCtx, api: Api) -> Result<(), ApiError> {
+        // 2. authentication
+        let principal = self.authenticate(session).await?;
+        ctx.principal = Some(principal);
+        // 3. body
+        let body = read_body(session, self.config.limits.max_body_bytes).await?;
+        let content_type = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let parsed = api::parse(api, content_type, &body)?;
+        ctx.stream = parsed.stream;
+        // 6. route
+        let entry = self.catalogue.entry(&parsed.model).ok_or_else(|| {
+            ApiError::not_found(
+                "model_not_found",
+                format!("model `{}` is not in Cordon's catalogue; GET /v1/models lists the models you may use", parsed.model),
+            )
+        })?;
+        ctx.model = Some(entry.name.clone());
+        let principal = ctx.principal.as_ref().map(|p| &p.key);
+        if principal.is_some_and(|k| !k.may_use(&entry.name)) {
+            return Err(ApiError::forbidden(
+                "model_not_allowed",
+                format!("this API key may not use model `{}`; ask for a key that allows it", entry.name),
+            ));
+        }
+        let targets = self.catalogue.targets(&parsed.model);
+        // 7. forward
+        self.forward(session, ctx, &parsed, &targets).await
+    }
+
+    async fn authenticate(&self, session: &Session) -> Result<Principal, ApiError> {
+        let (_, auth) = self.auth().await?;
+        auth.authenticate(&session.req_header().headers).await
+    }
+
+    async fn auth(&self) -> Result<&(Database, Authenticator), ApiError> {
+        self.auth
+            .get_or_try_init(|| async {
+                let db = Database::open(&self.config.database_url).await.map_err(|e| {
+                    tracing::error!(error = %e, "cannot open the key store");
+                    ApiError::new(503, "api_error", "auth_unavailable", "the key store is unavailable; try again shortly")
+                })?;
+                let auth = Authenticator::new(KeyStore::new(db.clone()), self.config.auth.key_cache_ttl);
+                Ok((db, auth))
+            })
+            .await
+    }
+
+    async fn readyz(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ApiError> {
+        let db_ok = match self.auth().await {
+            Ok((db, _)) => db.ping().await.is_ok(),
+            Err(_) => false,
+        };
+        let status = if db_ok { 200 } else { 503 };
+        let body = json!({
+            "status": if db_ok { "ready" } else { "not_ready" },
+            "database": if db_ok { "ok" } else { "unreachable" },
+        });
+        self.reply_json(session, ctx, status, body).await
+    }
+
+    async fn reply_json(&self, session: &mut Session, ctx: &mut RequestCtx, status: u16, v: serde_json::Value) -> Result<(), ApiError> {
+        respond(session, ctx, status, "application/json", Bytes::from(v.to_string()), &[])
+            .await
+            .map_err(write_failed)
+    }
+
+    /// Tries each target in order, each with its retries, until one answers; then relays the
+    /// answer. Nothing is retried once a byte has reached the client.
+    async fn forward(&self, session: &mut Session, ctx: &mut RequestCtx, req: &ParsedRequest, targets: &[Target]) -> Result<(), ApiError> {
+        let mut last_error = ApiError::upstream(502, "none", "no upstream is configured for this model");
+        for target in targets {
+            let provider = &target.provider;
+            let (up_req, translation) = providers::prepare(target, req)?;
+            ctx.provider = Some(provider.name.clone());
+            ctx.upstream_model = Some(target.upstream_model.clone());
+            for attempt in 0..=provider.retry.max_retries {
+                if attempt > 0 {
+                    let backoff = provider.retry.backoff * 2u32.saturating_pow(attempt - 1);
+                    tokio::time::sleep(backoff.min(Duration::from_secs(10))).await;
+                }
+                let sent_at = Instant::now();
+                let mut exchange = match self.upstreams.send(provider, &up_req).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        self.metrics
+                            .upstream_errors
+                            .with_label_values(&[&provider.name, e.kind.label()])
+                            .inc();
+                        tracing::warn!(provider = %provider.name, attempt, error = %e.message, "upstream attempt failed");
+                        let status = if e.kind == AttemptErrorKind::Timeout { 504 } else { 502 };
+                        last_error = ApiError::upstream(status, &provider.name, &e.message);
+                        if e.kind.retryable() {
+                            continue;
+                        }
+                        break;
+                    }
+                };
+                ctx.upstream_first_byte = Some(sent_at.elapsed());
+                self.metrics
+                    .upstream_latency
+                    .with_label_values(&[&provider.name])
+                    .observe(sent_at.elapsed().as_secs_f64());
+                let status = exchange.header().status.as_u16();
+                if status == 429 || status >= 500 {
+                    self.metrics
+                        .upstream_errors
+                        .with_label_values(&[&provider.name, &format!("http_{status}")])
+                        .inc();
+                    let body = read_error_body(&mut exchange).await;
+                    last_error = upstream_status_error(status, &provider.name, &body);
+                    self.upstreams.release(exchange).await;
+                    continue;
+                }
+                if status >= 400 {
+                    let body = read_error_body(&mut exchange).await;
+                    self.upstreams.release(exchange).await;
+                    return Err(upstream_status_error(status, &provider.name, &body));
+                }
+                let created = time::OffsetDateTime::now_utc().unix_timestamp();
+                let relay = Relay::new(req.api, req.stream, translation, req.client_wants_stream_usage, created);
+                return self.relay(session, ctx, exchange, relay, status).await;
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Sends the upstream's answer to the client: streams event by event as they arrive,
+    /// non-stream bodies once complete. A failure after the header was sent ends the stream with
+    /// an error event.
+    async fn relay(&self, session: &mut Session, ctx: &mut RequestCtx, mut exchange: Exchange, mut relay: Relay, status: u16) -> Result<(), ApiError> {
+        let provider = ctx.provider.clone().unwrap_or_default();
+        if !relay.is_stream() {
+            loop {
+                match exchange.next_chunk().await {
+                    Ok(Some(chunk)) => {
+                        relay.push(&chunk).map_err(|e| ApiError::upstream(502, &provider, e))?;
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(ApiError::upstream(502, &provider, e)),
+                }
+            }
+            let body = relay.finish().map_err(|e| ApiError::upstream(502, &provider, e))?;
+            self.upstreams.release(exchange).await;
+            ctx.usage = relay.usage();
+            return respond(session, ctx, status, "application/json", body, &[]).await.map_err(write_failed);
+        }
+
+        let mut header = ResponseHeader::build(status, Some(6)).map_err(write_failed)?;
+        for (k, v) in [
+            ("content-type", "text/event-stream"),
+            ("cache-control", "no-cache"),
+            ("transfer-encoding", "chunked"),
+            ("x-request-id", ctx.request_id.as_str()),
+        ] {
+            header.insert_header(k, v).map_err(write_failed)?;
+        }
+        ctx.status = status;
+        session.write_response_header(Box::new(header), false).await.map_err(write_failed)?;
+        let failure = loop {
+            match exchange.next_chunk().await {
+                Ok(Some(chunk)) => match relay.push(&chunk) {
+                    Ok(out) if !out.is_empty() => {
+                        if let Err(e) = session.write_response_body(Some(out), false).await {
+                            // The client went away; nothing more can be sent.
+                            ctx.error_code = Some("client_disconnected");
+                            ctx.usage = relay.usage();
+                            tracing::debug!(error = %e, "client closed the stream");
+                            return Ok(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => break Some(e.to_string()),
+                },
+                Ok(None) => match relay.finish() {
+                    Ok(out) => {
+                        if !out.is_empty() {
+                            let _ = session.write_response_body(Some(out), false).await;
+                        }
+                        break (!relay.complete()).then(|| "the upstream closed the stream before it was complete".to_owned());
+                    }
+                    Err(e) => break Some(e.to_string()),
+                },
+                Err(e) => break Some(e.to_string()),
+            }
+            if relay.complete() {
+                break None;
+            }
+        };
+        ctx.usage = relay.usage();
+        if let Some(reason) = failure {
+            self.metrics.upstream_errors.with_label_values(&[&provider, "stream_interrupted"]).inc();
+            ctx.error_code = Some("stream_interrupted");
+            tracing::warn!(provider = %provider, error = %reason, "upstream stream failed");
+            let event = relay.error_event(&format!("provider `{provider}`: {reason}"));
+            let _ = session.write_response_body(Some(event), true).await;
+            exchange_shutdown(exchange).await;
+        } else {
+            let _ = session.write_response_body(None, true).await;
+            self.upstreams.release(exchange).await;
+        }
+        Ok(())
+    }
+}
+
+async fn exchange_shutdown(exchange: Exchange) {
+    drop(exchange);
+}
+
+/// Reads a request body up to `limit` bytes; 413 above it.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            413,
+            "invalid_request_error",
+            "body_too_large",
+            format!("the request body is larger than the {limit}-byte limit (limits.max_body_bytes)"),
+        )
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        session.set_keepalive(None);
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    session.set_keepalive(None);
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(e) => {
+                session.set_keepalive(None);
+                return Err(ApiError::bad_request("body_read_failed", format!("could not read the request body: {e}")));
+            }
+        }
+    }
+}
+
+async fn read_error_body(exchange: &mut Exchange) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = exchange.next_chunk().await {
+        if body.len() < 64 * 1024 {
+            body.extend_from_slice(&chunk);
+        }
+    }
+    body
+}
+
+/// The client's view of an upstream that answered with an error status.
+fn upstream_status_error(status: u16, provider: &str, body: &[u8]) -> ApiError {
+    let detail = providers::upstream_error_message(body).unwrap_or_else(|| "no error message".into());
+    let message = format!("answered {status}: {detail}");
+    match status {
+        // The provider refused Cordon's own credentials: the client cannot fix that.
+        401 | 403 => ApiError::upstream(502, provider, format!("{message} (check this provider's api_key in Cordon's config)")),
+        429 => ApiError::new(429, "rate_limit_error", "upstream_rate_limited", format!("provider `{provider}` {message}")),
+        500.. => ApiError::upstream(502, provider, message),
+        _ => ApiError::new(status, "invalid_request_error", "upstream_rejected", format!("provider `{provider}` {message}")),
+    }
+}
+
+fn write_failed(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("failed to write the response: {e}"))
+}
+
+/// Writes a complete response with a Content-Length.
+async fn respond(session: &mut Session, ctx: &mut RequestCtx, status: u16, content_type: &str, body: Bytes, extra: &[(&str, &str)]) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    header.insert_header("content-type", content_type)?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("x-request-id", ctx.request_id.as_str())?;
+    for (k, v) in extra {
+        header.insert_header(k.to_string(), *v)?;
+    }
+    ctx.status = status;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(header), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}

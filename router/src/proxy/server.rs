@@ -1,0 +1,59 @@
+//! Builds and runs the Pingora server: HTTP and HTTPS listeners, worker threads, graceful
+//! shutdown on SIGTERM (Pingora's own signal handling).
+
+use pingora::proxy::http_proxy_service;
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+
+use super::Gateway;
+use crate::config::Config;
+use crate::db::{Database, DbError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("cannot start: {0}")]
+    Start(String),
+}
+
+/// Runs until the process is told to stop; never returns on success.
+pub fn run(config: Config) -> Result<(), ServeError> {
+    // Open and migrate the database before listening, so that a bad URL fails now, clearly.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError::Start(e.to_string()))?;
+    rt.block_on(async {
+        let db = Database::open(&config.database_url).await?;
+        db.pool.close().await;
+        Ok::<_, DbError>(())
+    })?;
+    drop(rt);
+
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
+        pid_file: config.data_dir.join("cordon.pid").display().to_string(),
+        upgrade_sock: config.data_dir.join("cordon_upgrade.sock").display().to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let http_listen = config.server.http_listen.clone();
+    let https = config.server.https.clone();
+    let mut service = http_proxy_service(&server.configuration, Gateway::new(config));
+    if let Some(addr) = &http_listen {
+        service.add_tcp(addr);
+        tracing::info!(%addr, "listening (http)");
+    }
+    if let Some(h) = &https {
+        service
+            .add_tls(&h.listen, &h.cert_path.display().to_string(), &h.key_path.display().to_string())
+            .map_err(|e| ServeError::Start(format!("server.tls_cert/server.tls_key: {e}")))?;
+        tracing::info!(addr = %h.listen, "listening (https)");
+    }
+    server.add_service(service);
+    server.run_forever();
+}
