@@ -60,7 +60,9 @@ impl Endpoint {
             _ => {
                 return Err(ApiError::not_found(
                     "unknown_path",
-                    format!("no endpoint at `{path}`; Cordon serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages and /v1/models"),
+                    format!(
+                        "no endpoint at `{path}`; Cordon serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages and /v1/models"
+                    ),
                 ));
             }
         };
@@ -100,7 +102,11 @@ pub struct ParsedRequest {
 }
 
 /// Checks the content type, UTF-8 and JSON, then the fields every API needs.
-pub fn parse(api: Api, content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedRequest, ApiError> {
+pub fn parse(
+    api: Api,
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Result<ParsedRequest, ApiError> {
     let media_type = content_type
         .and_then(|ct| ct.split(';').next())
         .map(str::trim)
@@ -112,14 +118,21 @@ pub fn parse(api: Api, content_type: Option<&str>, bytes: &[u8]) -> Result<Parse
             "unsupported_media_type",
             format!(
                 "the request body must be JSON sent with `Content-Type: application/json` (got `{}`)",
-                if media_type.is_empty() { "none" } else { media_type }
+                if media_type.is_empty() {
+                    "none"
+                } else {
+                    media_type
+                }
             ),
         ));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_utf8",
-            format!("the request body is not valid UTF-8 (first bad byte at offset {})", e.valid_up_to()),
+            format!(
+                "the request body is not valid UTF-8 (first bad byte at offset {})",
+                e.valid_up_to()
+            ),
         )
     })?;
     let value: Value = serde_json::from_str(text).map_err(|e| {
@@ -142,15 +155,28 @@ pub fn parse(api: Api, content_type: Option<&str>, bytes: &[u8]) -> Result<Parse
                 "the request has no `model`; name one of the models listed by GET /v1/models",
             ));
         }
-        Some(_) => return Err(ApiError::bad_request("invalid_model", "`model` must be a string")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_model",
+                "`model` must be a string",
+            ));
+        }
     };
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::bad_request("invalid_stream", "`stream` must be true or false")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_stream",
+                "`stream` must be true or false",
+            ));
+        }
     };
     if stream && api == Api::Embeddings {
-        return Err(ApiError::bad_request("invalid_stream", "embeddings cannot be streamed"));
+        return Err(ApiError::bad_request(
+            "invalid_stream",
+            "embeddings cannot be streamed",
+        ));
     }
     let required = match api {
         Api::ChatCompletions | Api::Messages => ("messages", "an array of messages"),
@@ -189,29 +215,101 @@ mod tests {
 
     #[test]
     fn table_of_bad_inputs() {
-        let cases: &[(Api, Option<&str>, &[u8], u16, &str)] = &[
-            (Api::ChatCompletions, JSON, b"{not json", 400, "invalid_json"),
+        // (api, content type, body, expected status, expected code)
+        type Case<'a> = (Api, Option<&'a str>, &'a [u8], u16, &'a str);
+        let cases: &[Case] = &[
+            (
+                Api::ChatCompletions,
+                JSON,
+                b"{not json",
+                400,
+                "invalid_json",
+            ),
             (Api::ChatCompletions, JSON, b"[1,2]", 400, "invalid_json"),
-            (Api::ChatCompletions, JSON, b"\xff\xfe{}", 400, "invalid_utf8"),
-            (Api::ChatCompletions, Some("text/plain"), b"{}", 415, "unsupported_media_type"),
-            (Api::ChatCompletions, None, b"{}", 415, "unsupported_media_type"),
-            (Api::ChatCompletions, JSON, br#"{"messages":[{"role":"user","content":"x"}]}"#, 400, "missing_model"),
-            (Api::ChatCompletions, JSON, br#"{"model":3,"messages":[]}"#, 400, "invalid_model"),
-            (Api::ChatCompletions, JSON, br#"{"model":"m"}"#, 400, "missing_field"),
-            (Api::ChatCompletions, JSON, br#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#, 400, "invalid_stream"),
-            (Api::Embeddings, JSON, br#"{"model":"m","input":"x","stream":true}"#, 400, "invalid_stream"),
-            (Api::Completions, JSON, br#"{"model":"m","prompt":5}"#, 400, "missing_field"),
+            (
+                Api::ChatCompletions,
+                JSON,
+                b"\xff\xfe{}",
+                400,
+                "invalid_utf8",
+            ),
+            (
+                Api::ChatCompletions,
+                Some("text/plain"),
+                b"{}",
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                Api::ChatCompletions,
+                None,
+                b"{}",
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                Api::ChatCompletions,
+                JSON,
+                br#"{"messages":[{"role":"user","content":"x"}]}"#,
+                400,
+                "missing_model",
+            ),
+            (
+                Api::ChatCompletions,
+                JSON,
+                br#"{"model":3,"messages":[]}"#,
+                400,
+                "invalid_model",
+            ),
+            (
+                Api::ChatCompletions,
+                JSON,
+                br#"{"model":"m"}"#,
+                400,
+                "missing_field",
+            ),
+            (
+                Api::ChatCompletions,
+                JSON,
+                br#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#,
+                400,
+                "invalid_stream",
+            ),
+            (
+                Api::Embeddings,
+                JSON,
+                br#"{"model":"m","input":"x","stream":true}"#,
+                400,
+                "invalid_stream",
+            ),
+            (
+                Api::Completions,
+                JSON,
+                br#"{"model":"m","prompt":5}"#,
+                400,
+                "missing_field",
+            ),
         ];
         for (api, ct, body, status, code) in cases {
             let err = parse(*api, *ct, body).unwrap_err();
-            assert_eq!((err.status, err.code), (*status, *code), "{:?}", String::from_utf8_lossy(body));
+            assert_eq!(
+                (err.status, err.code),
+                (*status, *code),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
     #[test]
     fn good_chat_request() {
         let body = br#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
-        let p = parse(Api::ChatCompletions, Some("application/json; charset=utf-8"), body).unwrap();
+        let p = parse(
+            Api::ChatCompletions,
+            Some("application/json; charset=utf-8"),
+            body,
+        )
+        .unwrap();
         assert_eq!(p.model, "gpt");
         assert!(p.stream && p.client_wants_stream_usage);
     }
@@ -222,7 +320,17 @@ mod tests {
             Endpoint::resolve(&http::Method::POST, "/v1/chat/completions").unwrap(),
             Endpoint::Llm(Api::ChatCompletions)
         );
-        assert_eq!(Endpoint::resolve(&http::Method::GET, "/v1/chat/completions").unwrap_err().status, 405);
-        assert_eq!(Endpoint::resolve(&http::Method::GET, "/nope").unwrap_err().status, 404);
+        assert_eq!(
+            Endpoint::resolve(&http::Method::GET, "/v1/chat/completions")
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert_eq!(
+            Endpoint::resolve(&http::Method::GET, "/nope")
+                .unwrap_err()
+                .status,
+            404
+        );
     }
 }

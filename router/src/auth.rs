@@ -50,17 +50,22 @@ impl Authenticator {
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, ApiError> {
         let secret = credential(headers)?;
         let key_hash = hash_key(secret);
-        let cached = self
-            .cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(&key_hash).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, k)| k.clone()));
+        let cached = self.cache.read().ok().and_then(|c| {
+            c.get(&key_hash)
+                .filter(|(at, _)| at.elapsed() < self.ttl)
+                .map(|(_, k)| k.clone())
+        });
         let key = match cached {
             Some(k) => k,
             None => {
                 let found = self.store.find_by_hash(&key_hash).await.map_err(|e| {
                     tracing::error!(error = %e, "API key lookup failed");
-                    ApiError::new(503, "api_error", "auth_unavailable", "the key store is unavailable; try again shortly")
+                    ApiError::new(
+                        503,
+                        "api_error",
+                        "auth_unavailable",
+                        "the key store is unavailable; try again shortly",
+                    )
                 })?;
                 let key = found.ok_or_else(|| {
                     ApiError::unauthorized("unknown API key; create one with `cordon keys create`")
@@ -74,10 +79,16 @@ impl Authenticator {
             }
         };
         if key.revoked {
-            return Err(ApiError::unauthorized(format!("API key {} has been revoked", key.id)));
+            return Err(ApiError::unauthorized(format!(
+                "API key {} has been revoked",
+                key.id
+            )));
         }
         if key.expires_at.is_some_and(|t| t <= now_unix()) {
-            return Err(ApiError::unauthorized(format!("API key {} has expired", key.id)));
+            return Err(ApiError::unauthorized(format!(
+                "API key {} has expired",
+                key.id
+            )));
         }
         Ok(Principal {
             key,
@@ -98,7 +109,9 @@ fn credential(headers: &http::HeaderMap) -> Result<&str, ApiError> {
         let token = v
             .strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <key>`"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <key>`")
+            })?;
         return Ok(token.trim());
     }
     headers

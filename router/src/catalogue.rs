@@ -99,7 +99,9 @@ mod tests {
         let c = Catalogue::new(&config);
         let t = c.targets("large");
         assert_eq!(
-            t.iter().map(|t| t.upstream_model.as_str()).collect::<Vec<_>>(),
+            t.iter()
+                .map(|t| t.upstream_model.as_str())
+                .collect::<Vec<_>>(),
             ["big-2024", "small"]
         );
         assert!(c.targets("nope").is_empty());

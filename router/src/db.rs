@@ -1,15 +1,18 @@
 //! The gateway's database: SQLite (a file in the data directory, the embedded default) or
 //! PostgreSQL, chosen by the URL. Migrations for the chosen backend run when it is opened.
 
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::AnyPool;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot open database {url}: {source}")]
     Open { url: String, source: sqlx::Error },
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database query failed while {context}: {source}")]
@@ -83,7 +86,9 @@ impl Database {
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
@@ -115,7 +120,10 @@ mod tests {
 
     #[test]
     fn sqlite_paths() {
-        assert_eq!(sqlite_path("sqlite://data/c.db?mode=rwc"), Some("data/c.db"));
+        assert_eq!(
+            sqlite_path("sqlite://data/c.db?mode=rwc"),
+            Some("data/c.db")
+        );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 }

@@ -21,7 +21,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: u16, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: u16,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             kind,
@@ -47,8 +52,17 @@ impl ApiError {
     }
 
     pub fn upstream(status: u16, provider: &str, message: impl std::fmt::Display) -> Self {
-        let code = if status == 504 { "upstream_timeout" } else { "upstream_error" };
-        Self::new(status, "upstream_error", code, format!("provider `{provider}`: {message}"))
+        let code = if status == 504 {
+            "upstream_timeout"
+        } else {
+            "upstream_error"
+        };
+        Self::new(
+            status,
+            "upstream_error",
+            code,
+            format!("provider `{provider}`: {message}"),
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

@@ -99,10 +99,12 @@ impl KeyStore {
     }
 
     pub async fn list(&self) -> Result<Vec<ApiKey>, DbError> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"))
-            .fetch_all(&self.db.pool)
-            .await
-            .map_err(DbError::query("listing API keys"))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.db.pool)
+        .await
+        .map_err(DbError::query("listing API keys"))?;
         rows.iter().map(row_to_key).collect()
     }
 
@@ -119,16 +121,19 @@ impl KeyStore {
     /// The key whose hash matches, whatever its state; the caller decides what an expired or
     /// revoked key means.
     pub async fn find_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, DbError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1"))
-            .bind(key_hash)
-            .fetch_optional(&self.db.pool)
-            .await
-            .map_err(DbError::query("looking up an API key"))?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1"
+        ))
+        .bind(key_hash)
+        .fetch_optional(&self.db.pool)
+        .await
+        .map_err(DbError::query("looking up an API key"))?;
         row.as_ref().map(row_to_key).transpose()
     }
 }
 
-const COLUMNS: &str = "id, prefix, name, owner, team, allowed_models, created_at, expires_at, revoked";
+const COLUMNS: &str =
+    "id, prefix, name, owner, team, allowed_models, created_at, expires_at, revoked";
 
 fn row_to_key(row: &sqlx::any::AnyRow) -> Result<ApiKey, DbError> {
     let get = DbError::query("reading an API key row");
@@ -170,10 +175,20 @@ mod tests {
             .await
             .unwrap();
         assert!(secret.starts_with("ck-") && secret.len() == 3 + 48);
-        let found = store.find_by_hash(&hash_key(&secret)).await.unwrap().unwrap();
+        let found = store
+            .find_by_hash(&hash_key(&secret))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(found, key);
         assert!(found.may_use("gpt-4o") && !found.may_use("other"));
-        assert!(store.find_by_hash(&hash_key("ck-wrong")).await.unwrap().is_none());
+        assert!(
+            store
+                .find_by_hash(&hash_key("ck-wrong"))
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(store.revoke(&key.id).await.unwrap());
         assert!(!store.revoke("key_missing").await.unwrap());
         assert!(store.list().await.unwrap()[0].revoked);

@@ -108,30 +108,53 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Keys { config, command } => {
-            let config = load(config.as_ref())?;
+            let url = cordon_router::config::database_url(config.as_deref())
+                .map_err(|e| e.to_string())?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(keys(&config, command))
+            rt.block_on(keys(&url, command))
         }
     }
 }
 
-async fn keys(config: &Config, command: KeysCommand) -> Result<(), String> {
-    let db = Database::open(&config.database_url).await.map_err(|e| e.to_string())?;
+async fn keys(database_url: &str, command: KeysCommand) -> Result<(), String> {
+    let db = Database::open(database_url)
+        .await
+        .map_err(|e| e.to_string())?;
     let store = KeyStore::new(db);
     match command {
-        KeysCommand::Create { name, owner, team, models, expires_in_days, json } => {
-            let expires_at = expires_in_days.map(|d| cordon_router::keys::now_unix() + i64::from(d) * 86_400);
+        KeysCommand::Create {
+            name,
+            owner,
+            team,
+            models,
+            expires_in_days,
+            json,
+        } => {
+            let expires_at =
+                expires_in_days.map(|d| cordon_router::keys::now_unix() + i64::from(d) * 86_400);
             let (key, secret) = store
-                .create(NewKey { name, owner, team, allowed_models: models, expires_at })
+                .create(NewKey {
+                    name,
+                    owner,
+                    team,
+                    allowed_models: models,
+                    expires_at,
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             if json {
-                println!("{}", serde_json::json!({"id": key.id, "key": secret, "name": key.name}));
+                println!(
+                    "{}",
+                    serde_json::json!({"id": key.id, "key": secret, "name": key.name})
+                );
             } else {
-                println!("id:  {}\nkey: {secret}\nThe key is shown only now; store it safely.", key.id);
+                println!(
+                    "id:  {}\nkey: {secret}\nThe key is shown only now; store it safely.",
+                    key.id
+                );
             }
         }
         KeysCommand::List { json } => {
@@ -141,7 +164,10 @@ async fn keys(config: &Config, command: KeysCommand) -> Result<(), String> {
                     println!("{}", serde_json::to_string(&k).map_err(|e| e.to_string())?);
                 }
             } else {
-                println!("{:<22} {:<11} {:<16} {:<12} {:<12} {:<8} MODELS", "ID", "PREFIX", "NAME", "OWNER", "TEAM", "STATE");
+                println!(
+                    "{:<22} {:<11} {:<16} {:<12} {:<12} {:<8} MODELS",
+                    "ID", "PREFIX", "NAME", "OWNER", "TEAM", "STATE"
+                );
                 let now = cordon_router::keys::now_unix();
                 for k in keys {
                     let state = if k.revoked {
@@ -151,14 +177,23 @@ async fn keys(config: &Config, command: KeysCommand) -> Result<(), String> {
                     } else {
                         "active"
                     };
-                    let models = if k.allowed_models.is_empty() { "*".to_owned() } else { k.allowed_models.join(",") };
-                    println!("{:<22} {:<11} {:<16} {:<12} {:<12} {:<8} {models}", k.id, k.prefix, k.name, k.owner, k.team, state);
+                    let models = if k.allowed_models.is_empty() {
+                        "*".to_owned()
+                    } else {
+                        k.allowed_models.join(",")
+                    };
+                    println!(
+                        "{:<22} {:<11} {:<16} {:<12} {:<12} {:<8} {models}",
+                        k.id, k.prefix, k.name, k.owner, k.team, state
+                    );
                 }
             }
         }
         KeysCommand::Revoke { id } => {
             if !store.revoke(&id).await.map_err(|e| e.to_string())? {
-                return Err(format!("no key with id {id}; `cordon keys list` shows the ids"));
+                return Err(format!(
+                    "no key with id {id}; `cordon keys list` shows the ids"
+                ));
             }
             println!("revoked {id}");
         }

@@ -18,16 +18,23 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("cordon_requests_total", "Requests answered, by route, model and status"),
+            Opts::new(
+                "cordon_requests_total",
+                "Requests answered, by route, model and status",
+            ),
             &["route", "model", "status"],
         )
         .expect("static metric definition");
         let buckets = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0, 120.0,
         ];
         let latency = HistogramVec::new(
-            HistogramOpts::new("cordon_request_duration_seconds", "Time from request to the last response byte")
-                .buckets(buckets.clone()),
+            HistogramOpts::new(
+                "cordon_request_duration_seconds",
+                "Time from request to the last response byte",
+            )
+            .buckets(buckets.clone()),
             &["route", "model"],
         )
         .expect("static metric definition");
@@ -41,7 +48,10 @@ impl Metrics {
         )
         .expect("static metric definition");
         let upstream_errors = IntCounterVec::new(
-            Opts::new("cordon_upstream_errors_total", "Failed upstream attempts, by provider and kind"),
+            Opts::new(
+                "cordon_upstream_errors_total",
+                "Failed upstream attempts, by provider and kind",
+            ),
             &["provider", "kind"],
         )
         .expect("static metric definition");
@@ -51,10 +61,14 @@ impl Metrics {
         )
         .expect("static metric definition");
         for c in [&requests, &upstream_errors, &tokens] {
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
         }
         for h in [&latency, &upstream_latency] {
-            registry.register(Box::new(h.clone())).expect("unique metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
         }
         Self {
             registry,

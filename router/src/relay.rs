@@ -31,27 +31,57 @@ pub struct Relay {
 }
 
 enum Mode {
-    Buffered { buf: BytesMut, api: Api, translation: Translation, created: i64 },
-    OpenAiStream { decoder: SseDecoder, drop_usage_chunk: bool },
-    AnthropicStream { decoder: SseDecoder },
-    AnthropicToOpenAi { decoder: SseDecoder, translator: StreamTranslator },
+    Buffered {
+        buf: BytesMut,
+        api: Api,
+        translation: Translation,
+        created: i64,
+    },
+    OpenAiStream {
+        decoder: SseDecoder,
+        drop_usage_chunk: bool,
+    },
+    AnthropicStream {
+        decoder: SseDecoder,
+    },
+    AnthropicToOpenAi {
+        decoder: SseDecoder,
+        translator: StreamTranslator,
+    },
 }
 
 impl Relay {
-    pub fn new(api: Api, stream: bool, translation: Translation, client_wants_usage: bool, created: i64) -> Self {
+    pub fn new(
+        api: Api,
+        stream: bool,
+        translation: Translation,
+        client_wants_usage: bool,
+        created: i64,
+    ) -> Self {
         let mode = match (stream, translation, api) {
-            (false, _, _) => Mode::Buffered { buf: BytesMut::new(), api, translation, created },
+            (false, _, _) => Mode::Buffered {
+                buf: BytesMut::new(),
+                api,
+                translation,
+                created,
+            },
             (true, Translation::AnthropicToOpenAiChat, _) => Mode::AnthropicToOpenAi {
                 decoder: SseDecoder::new(),
                 translator: StreamTranslator::new(created, client_wants_usage),
             },
-            (true, Translation::None, Api::Messages) => Mode::AnthropicStream { decoder: SseDecoder::new() },
+            (true, Translation::None, Api::Messages) => Mode::AnthropicStream {
+                decoder: SseDecoder::new(),
+            },
             (true, Translation::None, _) => Mode::OpenAiStream {
                 decoder: SseDecoder::new(),
                 drop_usage_chunk: !client_wants_usage,
             },
         };
-        Self { mode, usage: None, complete: false }
+        Self {
+            mode,
+            usage: None,
+            complete: false,
+        }
     }
 
     pub fn is_stream(&self) -> bool {
@@ -86,18 +116,29 @@ impl Relay {
     /// The upstream body ended; returns the last bytes for the client.
     pub fn finish(&mut self) -> Result<Bytes, RelayError> {
         match &mut self.mode {
-            Mode::Buffered { buf, api, translation, created } => {
+            Mode::Buffered {
+                buf,
+                api,
+                translation,
+                created,
+            } => {
                 let body = std::mem::take(buf).freeze();
                 self.complete = true;
                 let parsed: Result<Value, _> = serde_json::from_slice(&body);
                 match (translation, parsed) {
                     (Translation::AnthropicToOpenAiChat, Ok(v)) => {
                         self.usage = anthropic::usage(&v);
-                        Ok(Bytes::from(anthropic::messages_to_chat(&v, *created).to_string()))
+                        Ok(Bytes::from(
+                            anthropic::messages_to_chat(&v, *created).to_string(),
+                        ))
                     }
                     (Translation::AnthropicToOpenAiChat, Err(e)) => Err(RelayError::BadJson(e)),
                     (Translation::None, Ok(v)) => {
-                        self.usage = if *api == Api::Messages { anthropic::usage(&v) } else { openai_usage(&v) };
+                        self.usage = if *api == Api::Messages {
+                            anthropic::usage(&v)
+                        } else {
+                            openai_usage(&v)
+                        };
                         Ok(body)
                     }
                     (Translation::None, Err(_)) => Ok(body),
@@ -127,7 +168,9 @@ impl Relay {
 
     fn decoder(&mut self) -> &mut SseDecoder {
         match &mut self.mode {
-            Mode::OpenAiStream { decoder, .. } | Mode::AnthropicStream { decoder } | Mode::AnthropicToOpenAi { decoder, .. } => decoder,
+            Mode::OpenAiStream { decoder, .. }
+            | Mode::AnthropicStream { decoder }
+            | Mode::AnthropicToOpenAi { decoder, .. } => decoder,
             Mode::Buffered { .. } => unreachable!("buffered responses have no decoder"),
         }
     }
@@ -139,7 +182,9 @@ impl Relay {
                 break;
             }
             match &mut self.mode {
-                Mode::OpenAiStream { drop_usage_chunk, .. } => {
+                Mode::OpenAiStream {
+                    drop_usage_chunk, ..
+                } => {
                     if ev.data.trim() == "[DONE]" {
                         self.complete = true;
                         out.extend_from_slice(&encode(None, "[DONE]"));
@@ -164,11 +209,15 @@ impl Relay {
                 Mode::AnthropicStream { .. } => {
                     if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
                         match v.get("type").and_then(Value::as_str) {
-                            Some("message_start") => self.usage = v.get("message").and_then(anthropic::usage),
+                            Some("message_start") => {
+                                self.usage = v.get("message").and_then(anthropic::usage)
+                            }
                             Some("message_delta") => {
                                 if let (Some(u), Some(out)) = (
                                     self.usage.as_mut(),
-                                    v.get("usage").and_then(|u| u.get("output_tokens")).and_then(Value::as_u64),
+                                    v.get("usage")
+                                        .and_then(|u| u.get("output_tokens"))
+                                        .and_then(Value::as_u64),
                                 ) {
                                     u.completion_tokens = out;
                                 }
@@ -179,26 +228,28 @@ impl Relay {
                     }
                     out.extend_from_slice(&encode(Some(&ev.event), &ev.data));
                 }
-                Mode::AnthropicToOpenAi { translator, .. } => match translator.event(&ev.event, &ev.data) {
-                    Translated::Chunks(chunks) => {
-                        for c in chunks {
-                            out.extend_from_slice(&encode(None, &c.to_string()));
+                Mode::AnthropicToOpenAi { translator, .. } => {
+                    match translator.event(&ev.event, &ev.data) {
+                        Translated::Chunks(chunks) => {
+                            for c in chunks {
+                                out.extend_from_slice(&encode(None, &c.to_string()));
+                            }
+                        }
+                        Translated::Done(chunks) => {
+                            for c in chunks {
+                                out.extend_from_slice(&encode(None, &c.to_string()));
+                            }
+                            out.extend_from_slice(&encode(None, "[DONE]"));
+                            self.usage = Some(translator.usage());
+                            self.complete = true;
+                        }
+                        Translated::Error(message) => {
+                            self.usage = Some(translator.usage());
+                            out.extend_from_slice(&self.error_event(&message));
+                            self.complete = true;
                         }
                     }
-                    Translated::Done(chunks) => {
-                        for c in chunks {
-                            out.extend_from_slice(&encode(None, &c.to_string()));
-                        }
-                        out.extend_from_slice(&encode(None, "[DONE]"));
-                        self.usage = Some(translator.usage());
-                        self.complete = true;
-                    }
-                    Translated::Error(message) => {
-                        self.usage = Some(translator.usage());
-                        out.extend_from_slice(&self.error_event(&message));
-                        self.complete = true;
-                    }
-                },
+                }
                 Mode::Buffered { .. } => {}
             }
         }
@@ -226,7 +277,13 @@ mod tests {
         assert!(text.contains("\"content\":\"a\""));
         assert!(!text.contains("usage"));
         assert!(text.ends_with("data: [DONE]\n\n"));
-        assert_eq!(r.usage(), Some(Usage { prompt_tokens: 2, completion_tokens: 1 }));
+        assert_eq!(
+            r.usage(),
+            Some(Usage {
+                prompt_tokens: 2,
+                completion_tokens: 1
+            })
+        );
         assert!(r.complete());
     }
 
@@ -236,14 +293,25 @@ mod tests {
         r.push(b"data: {\"choices\":[]}\n\n").unwrap();
         r.finish().unwrap();
         assert!(!r.complete());
-        assert!(String::from_utf8(r.error_event("gone").to_vec()).unwrap().contains("stream_interrupted"));
+        assert!(
+            String::from_utf8(r.error_event("gone").to_vec())
+                .unwrap()
+                .contains("stream_interrupted")
+        );
     }
 
     #[test]
     fn buffered_translation() {
-        let mut r = Relay::new(Api::ChatCompletions, false, Translation::AnthropicToOpenAiChat, false, 5);
+        let mut r = Relay::new(
+            Api::ChatCompletions,
+            false,
+            Translation::AnthropicToOpenAiChat,
+            false,
+            5,
+        );
         r.push(br#"{"id":"m","model":"c","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","#).unwrap();
-        r.push(br#""usage":{"input_tokens":1,"output_tokens":2}}"#).unwrap();
+        r.push(br#""usage":{"input_tokens":1,"output_tokens":2}}"#)
+            .unwrap();
         let v: Value = serde_json::from_slice(&r.finish().unwrap()).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "hi");
         assert_eq!(r.usage().unwrap().completion_tokens, 2);

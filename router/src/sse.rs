@@ -126,6 +126,9 @@ mod tests {
     fn encode_round_trip() {
         let mut d = SseDecoder::new();
         let ev = d.push(&encode(Some("ping"), "a\nb")).unwrap();
-        assert_eq!((ev[0].event.as_str(), ev[0].data.as_str()), ("ping", "a\nb"));
+        assert_eq!(
+            (ev[0].event.as_str(), ev[0].data.as_str()),
+            ("ping", "a\nb")
+        );
     }
 }

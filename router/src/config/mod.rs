@@ -193,6 +193,31 @@ impl Config {
     }
 }
 
+/// Only the store settings of a config file (or of the embedded default), for the commands that
+/// manage keys: they need the database, not the providers' secrets or certificates.
+pub fn database_url(path: Option<&Path>) -> Result<String, ConfigError> {
+    let (text, base) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?,
+            p.parent().unwrap_or(Path::new(".")),
+        ),
+        None => (EMBEDDED_DEFAULT.to_owned(), Path::new(".")),
+    };
+    let raw: raw::RawConfig = toml::from_str(&text)?;
+    let mut v = Validator {
+        base_dir: base,
+        errors: Vec::new(),
+    };
+    let (_, url) = v.store(raw.data, raw.database);
+    match v.errors.pop() {
+        Some(e) => Err(e),
+        None => Ok(url),
+    }
+}
+
 /// Collects every problem in one pass so that `cordon check` reports them all at once.
 struct Validator<'a> {
     base_dir: &'a Path,
@@ -202,24 +227,7 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn validate(mut self, raw: raw::RawConfig) -> Result<Config, ConfigError> {
         let server = self.server(raw.server);
-        let data_dir = self.path(raw.data.dir.as_deref().unwrap_or(Path::new("data")));
-        let database_url = match raw.database.url {
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                url
-            }
-            Some(url) if url.starts_with("sqlite:") => url,
-            Some(_) => {
-                self.err(
-                    "database.url",
-                    "must start with postgres://, postgresql:// or sqlite:",
-                );
-                String::new()
-            }
-            None => format!(
-                "sqlite://{}?mode=rwc",
-                data_dir.join("cordon.db").display()
-            ),
-        };
+        let (data_dir, database_url) = self.store(raw.data, raw.database);
         let limits = Limits {
             max_body_bytes: raw.limits.max_body_bytes.unwrap_or(4 * 1024 * 1024),
         };
@@ -229,6 +237,7 @@ impl Validator<'_> {
         let auth = AuthConfig {
             key_cache_ttl: Duration::from_secs(raw.auth.key_cache_ttl_seconds.unwrap_or(5)),
         };
+        let declared: HashSet<String> = raw.providers.keys().cloned().collect();
         let providers = raw
             .providers
             .into_iter()
@@ -237,7 +246,7 @@ impl Validator<'_> {
                 Some((name, Arc::new(p)))
             })
             .collect::<BTreeMap<_, _>>();
-        let models = self.models(raw.models, &providers);
+        let models = self.models(raw.models, &declared);
 
         match self.errors.len() {
             0 => Ok(Config {
@@ -252,6 +261,23 @@ impl Validator<'_> {
             1 => Err(self.errors.remove(0)),
             _ => Err(ConfigError::Many(self.errors)),
         }
+    }
+
+    fn store(&mut self, data: raw::RawData, database: raw::RawDatabase) -> (PathBuf, String) {
+        let data_dir = self.path(data.dir.as_deref().unwrap_or(Path::new("data")));
+        let url = match database.url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => url,
+            Some(url) if url.starts_with("sqlite:") => url,
+            Some(_) => {
+                self.err(
+                    "database.url",
+                    "must start with postgres://, postgresql:// or sqlite:",
+                );
+                String::new()
+            }
+            None => format!("sqlite://{}?mode=rwc", data_dir.join("cordon.db").display()),
+        };
+        (data_dir, url)
     }
 
     fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
@@ -272,8 +298,10 @@ impl Validator<'_> {
             (Some(listen), Some(cert), Some(key)) => {
                 let cert_path = self.path(&cert);
                 let key_path = self.path(&key);
-                for (field, p) in [("server.tls_cert", &cert_path), ("server.tls_key", &key_path)]
-                {
+                for (field, p) in [
+                    ("server.tls_cert", &cert_path),
+                    ("server.tls_key", &key_path),
+                ] {
                     if !p.is_file() {
                         self.err(field, format!("{} does not exist", p.display()));
                     }
@@ -299,7 +327,10 @@ impl Validator<'_> {
             if let Some(addr) = addr
                 && addr.parse::<std::net::SocketAddr>().is_err()
             {
-                self.err(field, format!("`{addr}` is not an address like 127.0.0.1:8080"));
+                self.err(
+                    field,
+                    format!("`{addr}` is not an address like 127.0.0.1:8080"),
+                );
             }
         }
         if raw.http_listen.is_none() && https.is_none() {
@@ -345,7 +376,10 @@ impl Validator<'_> {
             },
         };
         if raw.api_version.is_some() && !matches!(kind, ProviderKind::AzureOpenAi { .. }) {
-            self.err(f("api_version"), "only azure_openai providers take api_version");
+            self.err(
+                f("api_version"),
+                "only azure_openai providers take api_version",
+            );
         }
         if (raw.anthropic_version.is_some() || raw.default_max_tokens.is_some())
             && !matches!(kind, ProviderKind::Anthropic { .. })
@@ -409,12 +443,16 @@ impl Validator<'_> {
         };
         if let Some(ca) = raw.ca_file {
             let path = self.path(&ca);
-            match CertificateDer::pem_file_iter(&path).and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            match CertificateDer::pem_file_iter(&path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
             {
                 Ok(certs) if !certs.is_empty() => {
                     tls.ca = Some(certs.into_iter().map(|c| c.to_vec()).collect())
                 }
-                Ok(_) => self.err(f("tls.ca_file"), format!("{} holds no certificate", path.display())),
+                Ok(_) => self.err(
+                    f("tls.ca_file"),
+                    format!("{} holds no certificate", path.display()),
+                ),
                 Err(e) => self.err(f("tls.ca_file"), format!("{}: {e}", path.display())),
             }
         }
@@ -427,7 +465,8 @@ impl Validator<'_> {
                     .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 {
                     Ok(chain) if !chain.is_empty() => {
-                        tls.client_cert_chain = Some(chain.into_iter().map(|c| c.to_vec()).collect())
+                        tls.client_cert_chain =
+                            Some(chain.into_iter().map(|c| c.to_vec()).collect())
                     }
                     Ok(_) => self.err(
                         f("tls.client_cert"),
@@ -445,19 +484,17 @@ impl Validator<'_> {
                 "client_cert and client_key must be set together",
             ),
         }
-        if endpoint.is_some_and(|e| !e.tls)
-            && (tls.ca.is_some() || tls.client_cert_chain.is_some())
+        if endpoint.is_some_and(|e| !e.tls) && (tls.ca.is_some() || tls.client_cert_chain.is_some())
         {
-            self.err(f("tls"), "TLS settings are given but base_url is not https://");
+            self.err(
+                f("tls"),
+                "TLS settings are given but base_url is not https://",
+            );
         }
         tls
     }
 
-    fn models(
-        &mut self,
-        raw: Vec<raw::RawModel>,
-        providers: &BTreeMap<String, Arc<ProviderConfig>>,
-    ) -> Vec<ModelEntry> {
+    fn models(&mut self, raw: Vec<raw::RawModel>, providers: &HashSet<String>) -> Vec<ModelEntry> {
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(raw.len());
         for (i, m) in raw.into_iter().enumerate() {
@@ -466,10 +503,13 @@ impl Validator<'_> {
                 if name.is_empty() {
                     self.err(f("name"), "model names and aliases must not be empty");
                 } else if !seen.insert(name.clone()) {
-                    self.err(f("name"), format!("`{name}` is defined twice in the catalogue"));
+                    self.err(
+                        f("name"),
+                        format!("`{name}` is defined twice in the catalogue"),
+                    );
                 }
             }
-            if !providers.contains_key(&m.provider) {
+            if !providers.contains(&m.provider) {
                 self.err(
                     f("provider"),
                     format!("no provider named `{}` in [providers]", m.provider),
@@ -591,7 +631,12 @@ mod tests {
             aliases = ["a"]
             provider = "oa"
         "#;
-        assert!(load(text).unwrap_err().to_string().contains("models[1].name"));
+        assert!(
+            load(text)
+                .unwrap_err()
+                .to_string()
+                .contains("models[1].name")
+        );
     }
 
     #[test]
@@ -616,6 +661,9 @@ mod tests {
         let e = parse_endpoint("https://api.example.com/v1/").unwrap();
         assert_eq!((e.tls, e.port, e.base_path.as_str()), (true, 443, "/v1"));
         let e = parse_endpoint("http://[::1]:8000").unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.base_path.as_str()), ("::1", 8000, ""));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.base_path.as_str()),
+            ("::1", 8000, "")
+        );
     }
 }

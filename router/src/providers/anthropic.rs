@@ -29,7 +29,9 @@ pub fn prepare(
             chat_to_messages(&req.body, &target.upstream_model, default_max_tokens)?,
             Translation::AnthropicToOpenAiChat,
         ),
-        Api::Completions | Api::Embeddings => return Err(unsupported(&provider.name, NAME, req.api)),
+        Api::Completions | Api::Embeddings => {
+            return Err(unsupported(&provider.name, NAME, req.api));
+        }
     };
     let mut headers = vec![
         ("content-type", "application/json".to_owned()),
@@ -53,13 +55,20 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 /// OpenAI chat request -> Messages request.
-pub fn chat_to_messages(chat: &Map<String, Value>, model: &str, default_max_tokens: u64) -> Result<Map<String, Value>, ApiError> {
+pub fn chat_to_messages(
+    chat: &Map<String, Value>,
+    model: &str,
+    default_max_tokens: u64,
+) -> Result<Map<String, Value>, ApiError> {
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
     let mut system: Vec<Value> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
     let empty = Vec::new();
-    let input = chat.get("messages").and_then(Value::as_array).unwrap_or(&empty);
+    let input = chat
+        .get("messages")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
     for (i, m) in input.iter().enumerate() {
         let role = m
             .get("role")
@@ -71,7 +80,9 @@ pub fn chat_to_messages(chat: &Map<String, Value>, model: &str, default_max_toke
                     if block.get("type").and_then(Value::as_str) == Some("text") {
                         system.push(block);
                     } else {
-                        return Err(invalid(format!("messages[{i}]: system messages may only hold text")));
+                        return Err(invalid(format!(
+                            "messages[{i}]: system messages may only hold text"
+                        )));
                     }
                 }
             }
@@ -81,11 +92,26 @@ pub fn chat_to_messages(chat: &Map<String, Value>, model: &str, default_max_toke
                     None | Some(Value::Null) => Vec::new(),
                     c => content_blocks(c, i)?,
                 };
-                for call in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                    let f = call.get("function").ok_or_else(|| invalid(format!("messages[{i}].tool_calls needs function")))?;
+                for call in m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let f = call.get("function").ok_or_else(|| {
+                        invalid(format!("messages[{i}].tool_calls needs function"))
+                    })?;
                     let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                    let input: Value = serde_json::from_str(if args.trim().is_empty() { "{}" } else { args })
-                        .map_err(|_| invalid(format!("messages[{i}].tool_calls: arguments must be a JSON object string")))?;
+                    let input: Value = serde_json::from_str(if args.trim().is_empty() {
+                        "{}"
+                    } else {
+                        args
+                    })
+                    .map_err(|_| {
+                        invalid(format!(
+                            "messages[{i}].tool_calls: arguments must be a JSON object string"
+                        ))
+                    })?;
                     blocks.push(json!({
                         "type": "tool_use",
                         "id": call.get("id").cloned().unwrap_or(json!("")),
@@ -99,7 +125,11 @@ pub fn chat_to_messages(chat: &Map<String, Value>, model: &str, default_max_toke
                 let id = m
                     .get("tool_call_id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| invalid(format!("messages[{i}].tool_call_id is required for tool messages")))?;
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "messages[{i}].tool_call_id is required for tool messages"
+                        ))
+                    })?;
                 let content = content_blocks(m.get("content"), i)?;
                 push_turn(
                     &mut messages,
@@ -107,11 +137,17 @@ pub fn chat_to_messages(chat: &Map<String, Value>, model: &str, default_max_toke
                     vec![json!({"type": "tool_result", "tool_use_id": id, "content": content})],
                 );
             }
-            other => return Err(invalid(format!("messages[{i}].role `{other}` is not one of system, developer, user, assistant, tool"))),
+            other => {
+                return Err(invalid(format!(
+                    "messages[{i}].role `{other}` is not one of system, developer, user, assistant, tool"
+                )));
+            }
         }
     }
     if messages.is_empty() {
-        return Err(invalid("the request needs at least one user or assistant message"));
+        return Err(invalid(
+            "the request needs at least one user or assistant message",
+        ));
     }
     if !system.is_empty() {
         out.insert("system".into(), Value::Array(system));
@@ -144,7 +180,9 @@ pub fn chat_to_messages(chat: &Map<String, Value>, model: &str, default_max_toke
         let tools = tools
             .iter()
             .map(|t| {
-                let f = t.get("function").ok_or_else(|| invalid("tools[].function is required"))?;
+                let f = t
+                    .get("function")
+                    .ok_or_else(|| invalid("tools[].function is required"))?;
                 let mut tool = Map::new();
                 tool.insert("name".into(), f.get("name").cloned().unwrap_or(json!("")));
                 if let Some(d) = f.get("description") {
@@ -152,7 +190,9 @@ pub fn chat_to_messages(chat: &Map<String, Value>, model: &str, default_max_toke
                 }
                 tool.insert(
                     "input_schema".into(),
-                    f.get("parameters").cloned().unwrap_or(json!({"type": "object", "properties": {}})),
+                    f.get("parameters")
+                        .cloned()
+                        .unwrap_or(json!({"type": "object", "properties": {}})),
                 );
                 Ok(Value::Object(tool))
             })
@@ -198,13 +238,17 @@ fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, ApiEr
         Some(Value::Array(parts)) => parts
             .iter()
             .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => Ok(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(json!(""))})),
+                Some("text") => {
+                    Ok(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(json!(""))}))
+                }
                 Some("image_url") => {
                     let url = p
                         .get("image_url")
                         .and_then(|u| u.get("url").or(Some(u)))
                         .and_then(Value::as_str)
-                        .ok_or_else(|| invalid(format!("messages[{i}]: image_url.url is required")))?;
+                        .ok_or_else(|| {
+                            invalid(format!("messages[{i}]: image_url.url is required"))
+                        })?;
                     Ok(image_block(url))
                 }
                 other => Err(invalid(format!(
@@ -214,7 +258,9 @@ fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, ApiEr
             })
             .collect(),
         Some(Value::Null) | None => Ok(Vec::new()),
-        Some(_) => Err(invalid(format!("messages[{i}].content must be a string or an array of parts"))),
+        Some(_) => Err(invalid(format!(
+            "messages[{i}].content must be a string or an array of parts"
+        ))),
     }
 }
 
@@ -243,8 +289,12 @@ pub fn usage(v: &Value) -> Option<Usage> {
     let u = v.get("usage")?;
     Some(Usage {
         prompt_tokens: u.get("input_tokens").and_then(Value::as_u64).unwrap_or(0)
-            + u.get("cache_read_input_tokens").and_then(Value::as_u64).unwrap_or(0)
-            + u.get("cache_creation_input_tokens").and_then(Value::as_u64).unwrap_or(0),
+            + u.get("cache_read_input_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+            + u.get("cache_creation_input_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
         completion_tokens: u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0),
     })
 }
@@ -253,7 +303,12 @@ pub fn usage(v: &Value) -> Option<Usage> {
 pub fn messages_to_chat(msg: &Value, created: i64) -> Value {
     let mut text = String::new();
     let mut tool_calls = Vec::new();
-    for block in msg.get("content").and_then(Value::as_array).into_iter().flatten() {
+    for block in msg
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
             Some("tool_use") => tool_calls.push(json!({
@@ -351,12 +406,17 @@ impl StreamTranslator {
         match kind {
             "message_start" => {
                 let msg = &v["message"];
-                self.id = format!("chatcmpl-{}", msg.get("id").and_then(Value::as_str).unwrap_or(""));
+                self.id = format!(
+                    "chatcmpl-{}",
+                    msg.get("id").and_then(Value::as_str).unwrap_or("")
+                );
                 self.model = msg.get("model").cloned().unwrap_or(Value::Null);
                 if let Some(u) = usage(msg) {
                     self.usage = u;
                 }
-                Translated::Chunks(vec![self.chunk(json!({"role": "assistant", "content": ""}), Value::Null)])
+                Translated::Chunks(vec![
+                    self.chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                ])
             }
             "content_block_start" => {
                 let block = &v["content_block"];
@@ -364,7 +424,8 @@ impl StreamTranslator {
                     return Translated::Chunks(Vec::new());
                 }
                 let index = self.tool_index.len();
-                self.tool_index.push((v.get("index").and_then(Value::as_u64).unwrap_or(0), index));
+                self.tool_index
+                    .push((v.get("index").and_then(Value::as_u64).unwrap_or(0), index));
                 Translated::Chunks(vec![self.chunk(
                     json!({"tool_calls": [{
                         "index": index,
@@ -384,7 +445,11 @@ impl StreamTranslator {
                     )]),
                     Some("input_json_delta") => {
                         let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        let index = self.tool_index.iter().find(|(b, _)| *b == block).map_or(0, |(_, i)| *i);
+                        let index = self
+                            .tool_index
+                            .iter()
+                            .find(|(b, _)| *b == block)
+                            .map_or(0, |(_, i)| *i);
                         Translated::Chunks(vec![self.chunk(
                             json!({"tool_calls": [{"index": index, "function": {"arguments": delta.get("partial_json").cloned().unwrap_or(json!(""))}}]}),
                             Value::Null,
@@ -394,10 +459,17 @@ impl StreamTranslator {
                 }
             }
             "message_delta" => {
-                if let Some(out) = v.get("usage").and_then(|u| u.get("output_tokens")).and_then(Value::as_u64) {
+                if let Some(out) = v
+                    .get("usage")
+                    .and_then(|u| u.get("output_tokens"))
+                    .and_then(Value::as_u64)
+                {
                     self.usage.completion_tokens = out;
                 }
-                let reason = v.get("delta").and_then(|d| d.get("stop_reason")).and_then(Value::as_str);
+                let reason = v
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str);
                 Translated::Chunks(vec![self.chunk(json!({}), finish_reason(reason))])
             }
             "message_stop" => {
@@ -451,7 +523,10 @@ mod tests {
         }));
         let m = chat_to_messages(&chat, "claude-up", 4096).unwrap();
         assert_eq!(m["system"][0]["text"], "be brief");
-        assert_eq!(m["messages"][0]["content"][1]["source"]["media_type"], "image/png");
+        assert_eq!(
+            m["messages"][0]["content"][1]["source"]["media_type"],
+            "image/png"
+        );
         assert_eq!(m["messages"][1]["content"][0]["type"], "tool_use");
         assert_eq!(m["messages"][1]["content"][0]["input"]["city"], "Paris");
         assert_eq!(m["messages"][2]["content"][0]["tool_use_id"], "call_1");
@@ -472,7 +547,10 @@ mod tests {
         let c = messages_to_chat(&msg, 7);
         assert_eq!(c["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(c["choices"][0]["message"]["content"], "checking");
-        assert_eq!(c["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+        assert_eq!(
+            c["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Paris\"}"
+        );
         assert_eq!(c["usage"]["total_tokens"], 15);
     }
 
@@ -480,12 +558,30 @@ mod tests {
     fn stream_translation() {
         let mut t = StreamTranslator::new(1, true);
         let events = [
-            ("message_start", r#"{"type":"message_start","message":{"id":"m1","model":"c","usage":{"input_tokens":3,"output_tokens":0}}}"#),
-            ("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
-            ("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#),
-            ("content_block_start", r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}"#),
-            ("content_block_delta", r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}}"#),
-            ("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":4}}"#),
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"m1","model":"c","usage":{"input_tokens":3,"output_tokens":0}}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":4}}"#,
+            ),
         ];
         let mut chunks = Vec::new();
         for (name, data) in events {
@@ -496,8 +592,14 @@ mod tests {
         }
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Hi");
-        assert_eq!(chunks[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "f");
-        assert_eq!(chunks[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "{\"a\":");
+        assert_eq!(
+            chunks[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "f"
+        );
+        assert_eq!(
+            chunks[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{\"a\":"
+        );
         assert_eq!(chunks[4]["choices"][0]["finish_reason"], "stop");
         let Translated::Done(last) = t.event("message_stop", r#"{"type":"message_stop"}"#) else {
             panic!("expected done")

@@ -41,12 +41,18 @@ pub struct Usage {
 }
 
 /// Builds the upstream request for `target` from the client's request.
-pub fn prepare(target: &Target, req: &ParsedRequest) -> Result<(UpstreamRequest, Translation), ApiError> {
+pub fn prepare(
+    target: &Target,
+    req: &ParsedRequest,
+) -> Result<(UpstreamRequest, Translation), ApiError> {
     let provider = &target.provider;
     match &provider.kind {
-        ProviderKind::OpenAi => openai::prepare(provider, target, req).map(|r| (r, Translation::None)),
+        ProviderKind::OpenAi => {
+            openai::prepare(provider, target, req).map(|r| (r, Translation::None))
+        }
         ProviderKind::AzureOpenAi { api_version } => {
-            azure_openai::prepare(provider, api_version, target, req).map(|r| (r, Translation::None))
+            azure_openai::prepare(provider, api_version, target, req)
+                .map(|r| (r, Translation::None))
         }
         ProviderKind::Anthropic {
             version,
@@ -80,7 +86,10 @@ fn to_bytes(body: &Map<String, Value>) -> Bytes {
 fn unsupported(provider: &str, kind: &str, api: Api) -> ApiError {
     ApiError::bad_request(
         "unsupported_api",
-        format!("provider `{provider}` ({kind}) does not serve the {} API; choose a model served by a provider that does", api.as_str()),
+        format!(
+            "provider `{provider}` ({kind}) does not serve the {} API; choose a model served by a provider that does",
+            api.as_str()
+        ),
     )
 }
 
@@ -89,7 +98,10 @@ pub fn openai_usage(v: &Value) -> Option<Usage> {
     let u = v.get("usage")?;
     Some(Usage {
         prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
-        completion_tokens: u.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0),
+        completion_tokens: u
+            .get("completion_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     })
 }
 

@@ -9,7 +9,11 @@ use crate::error::ApiError;
 
 pub const NAME: &str = "openai";
 
-pub fn prepare(provider: &ProviderConfig, target: &Target, req: &ParsedRequest) -> Result<UpstreamRequest, ApiError> {
+pub fn prepare(
+    provider: &ProviderConfig,
+    target: &Target,
+    req: &ParsedRequest,
+) -> Result<UpstreamRequest, ApiError> {
     let path = match req.api {
         Api::ChatCompletions => "/chat/completions",
         Api::Completions => "/completions",
@@ -49,7 +53,9 @@ mod tests {
             std::path::Path::new("."),
         )
         .unwrap();
-        let target = crate::catalogue::Catalogue::new(&config).targets("pub").remove(0);
+        let target = crate::catalogue::Catalogue::new(&config)
+            .targets("pub")
+            .remove(0);
         let req = crate::api::parse(
             Api::ChatCompletions,
             Some("application/json"),

@@ -89,8 +89,15 @@ impl ProxyHttp for Gateway {
     }
 
     /// Never reached: every request is answered in `request_filter`.
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        Error::e_explain(ErrorType::InternalError, "cordon answers every request in request_filter")
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        Error::e_explain(
+            ErrorType::InternalError,
+            "cordon answers every request in request_filter",
+        )
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -100,7 +107,15 @@ impl ProxyHttp for Gateway {
                 _ => ErrorShape::OpenAi,
             };
             ctx.error_code = Some(e.code);
-            respond(session, ctx, e.status, "application/json", e.body(shape), &[]).await?;
+            respond(
+                session,
+                ctx,
+                e.status,
+                "application/json",
+                e.body(shape),
+                &[],
+            )
+            .await?;
         }
         Ok(true)
     }
@@ -108,15 +123,25 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, _session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let route = ctx.endpoint.map_or("unknown", Endpoint::label);
         let model = ctx.model.as_deref().unwrap_or("");
-        let status = if ctx.status == 0 && error.is_some() { 500 } else { ctx.status };
+        let status = if ctx.status == 0 && error.is_some() {
+            500
+        } else {
+            ctx.status
+        };
         let m = &self.metrics;
-        m.requests.with_label_values(&[route, model, &status.to_string()]).inc();
+        m.requests
+            .with_label_values(&[route, model, &status.to_string()])
+            .inc();
         m.latency
             .with_label_values(&[route, model])
             .observe(ctx.started.elapsed().as_secs_f64());
         if let (Some(u), Some(p)) = (ctx.usage, ctx.provider.as_deref()) {
-            m.tokens.with_label_values(&[model, p, "in"]).inc_by(u.prompt_tokens);
-            m.tokens.with_label_values(&[model, p, "out"]).inc_by(u.completion_tokens);
+            m.tokens
+                .with_label_values(&[model, p, "in"])
+                .inc_by(u.prompt_tokens);
+            m.tokens
+                .with_label_values(&[model, p, "out"])
+                .inc_by(u.completion_tokens);
         }
         tracing::info!(
             request_id = %ctx.request_id,
@@ -149,11 +174,16 @@ impl Gateway {
         let endpoint = Endpoint::resolve(&req.method, req.uri.path())?;
         ctx.endpoint = Some(endpoint);
         match endpoint {
-            Endpoint::Healthz => self.reply_json(session, ctx, 200, json!({"status": "ok"})).await,
+            Endpoint::Healthz => {
+                self.reply_json(session, ctx, 200, json!({"status": "ok"}))
+                    .await
+            }
             Endpoint::Readyz => self.readyz(session, ctx).await,
             Endpoint::Metrics => {
                 let body = Bytes::from(self.metrics.render());
-                respond(session, ctx, 200, "text/plain; version=0.0.4", body, &[]).await.map_err(write_failed)
+                respond(session, ctx, 200, "text/plain; version=0.0.4", body, &[])
+                    .await
+                    .map_err(write_failed)
             }
             Endpoint::ListModels => {
                 let principal = self.authenticate(session).await?;
@@ -164,13 +194,19 @@ impl Gateway {
                     .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider}))
                     .collect();
                 ctx.principal = Some(principal);
-                self.reply_json(session, ctx, 200, json!({"object": "list", "data": data})).await
+                self.reply_json(session, ctx, 200, json!({"object": "list", "data": data}))
+                    .await
             }
             Endpoint::Llm(api) => self.llm(session, ctx, api).await,
         }
     }
 
-    async fn llm(&self, session: &mut Session, ctx: &mut RequestCtx, api: Api) -> Result<(), ApiError> {
+    async fn llm(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        api: Api,
+    ) -> Result<(), ApiError> {
         // 2. authentication
         let principal = self.authenticate(session).await?;
         ctx.principal = Some(principal);
@@ -195,7 +231,10 @@ impl Gateway {
         if principal.is_some_and(|k| !k.may_use(&entry.name)) {
             return Err(ApiError::forbidden(
                 "model_not_allowed",
-                format!("this API key may not use model `{}`; ask for a key that allows it", entry.name),
+                format!(
+                    "this API key may not use model `{}`; ask for a key that allows it",
+                    entry.name
+                ),
             ));
         }
         let targets = self.catalogue.targets(&parsed.model);
@@ -211,11 +250,19 @@ impl Gateway {
     async fn auth(&self) -> Result<&(Database, Authenticator), ApiError> {
         self.auth
             .get_or_try_init(|| async {
-                let db = Database::open(&self.config.database_url).await.map_err(|e| {
-                    tracing::error!(error = %e, "cannot open the key store");
-                    ApiError::new(503, "api_error", "auth_unavailable", "the key store is unavailable; try again shortly")
-                })?;
-                let auth = Authenticator::new(KeyStore::new(db.clone()), self.config.auth.key_cache_ttl);
+                let db = Database::open(&self.config.database_url)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "cannot open the key store");
+                        ApiError::new(
+                            503,
+                            "api_error",
+                            "auth_unavailable",
+                            "the key store is unavailable; try again shortly",
+                        )
+                    })?;
+                let auth =
+                    Authenticator::new(KeyStore::new(db.clone()), self.config.auth.key_cache_ttl);
                 Ok((db, auth))
             })
             .await
@@ -234,16 +281,36 @@ impl Gateway {
         self.reply_json(session, ctx, status, body).await
     }
 
-    async fn reply_json(&self, session: &mut Session, ctx: &mut RequestCtx, status: u16, v: serde_json::Value) -> Result<(), ApiError> {
-        respond(session, ctx, status, "application/json", Bytes::from(v.to_string()), &[])
-            .await
-            .map_err(write_failed)
+    async fn reply_json(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        v: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        respond(
+            session,
+            ctx,
+            status,
+            "application/json",
+            Bytes::from(v.to_string()),
+            &[],
+        )
+        .await
+        .map_err(write_failed)
     }
 
     /// Tries each target in order, each with its retries, until one answers; then relays the
     /// answer. Nothing is retried once a byte has reached the client.
-    async fn forward(&self, session: &mut Session, ctx: &mut RequestCtx, req: &ParsedRequest, targets: &[Target]) -> Result<(), ApiError> {
-        let mut last_error = ApiError::upstream(502, "none", "no upstream is configured for this model");
+    async fn forward(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        req: &ParsedRequest,
+        targets: &[Target],
+    ) -> Result<(), ApiError> {
+        let mut last_error =
+            ApiError::upstream(502, "none", "no upstream is configured for this model");
         for target in targets {
             let provider = &target.provider;
             let (up_req, translation) = providers::prepare(target, req)?;
@@ -263,7 +330,11 @@ impl Gateway {
                             .with_label_values(&[&provider.name, e.kind.label()])
                             .inc();
                         tracing::warn!(provider = %provider.name, attempt, error = %e.message, "upstream attempt failed");
-                        let status = if e.kind == AttemptErrorKind::Timeout { 504 } else { 502 };
+                        let status = if e.kind == AttemptErrorKind::Timeout {
+                            504
+                        } else {
+                            502
+                        };
                         last_error = ApiError::upstream(status, &provider.name, &e.message);
                         if e.kind.retryable() {
                             continue;
@@ -293,7 +364,13 @@ impl Gateway {
                     return Err(upstream_status_error(status, &provider.name, &body));
                 }
                 let created = time::OffsetDateTime::now_utc().unix_timestamp();
-                let relay = Relay::new(req.api, req.stream, translation, req.client_wants_stream_usage, created);
+                let relay = Relay::new(
+                    req.api,
+                    req.stream,
+                    translation,
+                    req.client_wants_stream_usage,
+                    created,
+                );
                 return self.relay(session, ctx, exchange, relay, status).await;
             }
         }
@@ -303,22 +380,35 @@ impl Gateway {
     /// Sends the upstream's answer to the client: streams event by event as they arrive,
     /// non-stream bodies once complete. A failure after the header was sent ends the stream with
     /// an error event.
-    async fn relay(&self, session: &mut Session, ctx: &mut RequestCtx, mut exchange: Exchange, mut relay: Relay, status: u16) -> Result<(), ApiError> {
+    async fn relay(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut exchange: Exchange,
+        mut relay: Relay,
+        status: u16,
+    ) -> Result<(), ApiError> {
         let provider = ctx.provider.clone().unwrap_or_default();
         if !relay.is_stream() {
             loop {
                 match exchange.next_chunk().await {
                     Ok(Some(chunk)) => {
-                        relay.push(&chunk).map_err(|e| ApiError::upstream(502, &provider, e))?;
+                        relay
+                            .push(&chunk)
+                            .map_err(|e| ApiError::upstream(502, &provider, e))?;
                     }
                     Ok(None) => break,
                     Err(e) => return Err(ApiError::upstream(502, &provider, e)),
                 }
             }
-            let body = relay.finish().map_err(|e| ApiError::upstream(502, &provider, e))?;
+            let body = relay
+                .finish()
+                .map_err(|e| ApiError::upstream(502, &provider, e))?;
             self.upstreams.release(exchange).await;
             ctx.usage = relay.usage();
-            return respond(session, ctx, status, "application/json", body, &[]).await.map_err(write_failed);
+            return respond(session, ctx, status, "application/json", body, &[])
+                .await
+                .map_err(write_failed);
         }
 
         let mut header = ResponseHeader::build(status, Some(6)).map_err(write_failed)?;
@@ -331,7 +421,10 @@ impl Gateway {
             header.insert_header(k, v).map_err(write_failed)?;
         }
         ctx.status = status;
-        session.write_response_header(Box::new(header), false).await.map_err(write_failed)?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await
+            .map_err(write_failed)?;
         let failure = loop {
             match exchange.next_chunk().await {
                 Ok(Some(chunk)) => match relay.push(&chunk) {
@@ -352,7 +445,9 @@ impl Gateway {
                         if !out.is_empty() {
                             let _ = session.write_response_body(Some(out), false).await;
                         }
-                        break (!relay.complete()).then(|| "the upstream closed the stream before it was complete".to_owned());
+                        break (!relay.complete()).then(|| {
+                            "the upstream closed the stream before it was complete".to_owned()
+                        });
                     }
                     Err(e) => break Some(e.to_string()),
                 },
@@ -364,7 +459,10 @@ impl Gateway {
         };
         ctx.usage = relay.usage();
         if let Some(reason) = failure {
-            self.metrics.upstream_errors.with_label_values(&[&provider, "stream_interrupted"]).inc();
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[&provider, "stream_interrupted"])
+                .inc();
             ctx.error_code = Some("stream_interrupted");
             tracing::warn!(provider = %provider, error = %reason, "upstream stream failed");
             let event = relay.error_event(&format!("provider `{provider}`: {reason}"));
@@ -389,7 +487,9 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
             413,
             "invalid_request_error",
             "body_too_large",
-            format!("the request body is larger than the {limit}-byte limit (limits.max_body_bytes)"),
+            format!(
+                "the request body is larger than the {limit}-byte limit (limits.max_body_bytes)"
+            ),
         )
     };
     let declared = session
@@ -415,7 +515,10 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
             Ok(None) => return Ok(buf.freeze()),
             Err(e) => {
                 session.set_keepalive(None);
-                return Err(ApiError::bad_request("body_read_failed", format!("could not read the request body: {e}")));
+                return Err(ApiError::bad_request(
+                    "body_read_failed",
+                    format!("could not read the request body: {e}"),
+                ));
             }
         }
     }
@@ -433,14 +536,29 @@ async fn read_error_body(exchange: &mut Exchange) -> Vec<u8> {
 
 /// The client's view of an upstream that answered with an error status.
 fn upstream_status_error(status: u16, provider: &str, body: &[u8]) -> ApiError {
-    let detail = providers::upstream_error_message(body).unwrap_or_else(|| "no error message".into());
+    let detail =
+        providers::upstream_error_message(body).unwrap_or_else(|| "no error message".into());
     let message = format!("answered {status}: {detail}");
     match status {
         // The provider refused Cordon's own credentials: the client cannot fix that.
-        401 | 403 => ApiError::upstream(502, provider, format!("{message} (check this provider's api_key in Cordon's config)")),
-        429 => ApiError::new(429, "rate_limit_error", "upstream_rate_limited", format!("provider `{provider}` {message}")),
+        401 | 403 => ApiError::upstream(
+            502,
+            provider,
+            format!("{message} (check this provider's api_key in Cordon's config)"),
+        ),
+        429 => ApiError::new(
+            429,
+            "rate_limit_error",
+            "upstream_rate_limited",
+            format!("provider `{provider}` {message}"),
+        ),
         500.. => ApiError::upstream(502, provider, message),
-        _ => ApiError::new(status, "invalid_request_error", "upstream_rejected", format!("provider `{provider}` {message}")),
+        _ => ApiError::new(
+            status,
+            "invalid_request_error",
+            "upstream_rejected",
+            format!("provider `{provider}` {message}"),
+        ),
     }
 }
 
@@ -449,7 +567,14 @@ fn write_failed(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// Writes a complete response with a Content-Length.
-async fn respond(session: &mut Session, ctx: &mut RequestCtx, status: u16, content_type: &str, body: Bytes, extra: &[(&str, &str)]) -> Result<()> {
+async fn respond(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+    extra: &[(&str, &str)],
+) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
     header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", body.len().to_string())?;
@@ -459,7 +584,9 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, status: u16, conte
     }
     ctx.status = status;
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(header), head_only).await?;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
     if !head_only {
         session.write_response_body(Some(body), true).await?;
     }

@@ -36,7 +36,11 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         grace_period_seconds: Some(config.server.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
         pid_file: config.data_dir.join("cordon.pid").display().to_string(),
-        upgrade_sock: config.data_dir.join("cordon_upgrade.sock").display().to_string(),
+        upgrade_sock: config
+            .data_dir
+            .join("cordon_upgrade.sock")
+            .display()
+            .to_string(),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -50,7 +54,11 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     }
     if let Some(h) = &https {
         service
-            .add_tls(&h.listen, &h.cert_path.display().to_string(), &h.key_path.display().to_string())
+            .add_tls(
+                &h.listen,
+                &h.cert_path.display().to_string(),
+                &h.key_path.display().to_string(),
+            )
             .map_err(|e| ServeError::Start(format!("server.tls_cert/server.tls_key: {e}")))?;
         tracing::info!(addr = %h.listen, "listening (https)");
     }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
-use pingora::utils::tls::WrappedX509;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::CertKey;
+use pingora::utils::tls::WrappedX509;
 use pingora::{Error as PError, ErrorType};
 
 use crate::config::ProviderConfig;
@@ -80,12 +80,19 @@ impl Upstreams {
     pub fn new(providers: &std::collections::BTreeMap<String, Arc<ProviderConfig>>) -> Self {
         Self {
             connector: Connector::new(None),
-            peers: providers.iter().map(|(name, p)| (name.clone(), peer(p))).collect(),
+            peers: providers
+                .iter()
+                .map(|(name, p)| (name.clone(), peer(p)))
+                .collect(),
         }
     }
 
     /// Sends one request and waits for the response header.
-    pub async fn send(&self, provider: &ProviderConfig, req: &UpstreamRequest) -> Result<Exchange, AttemptError> {
+    pub async fn send(
+        &self,
+        provider: &ProviderConfig,
+        req: &UpstreamRequest,
+    ) -> Result<Exchange, AttemptError> {
         let peer = self
             .peers
             .get(&provider.name)
@@ -94,7 +101,12 @@ impl Upstreams {
                 message: "no peer configured".into(),
             })?
             .clone();
-        let (mut session, _reused) = self.connector.get_http_session(&peer).await.map_err(classify)?;
+        let classify = |e| classify(&provider.name, e);
+        let (mut session, _reused) = self
+            .connector
+            .get_http_session(&peer)
+            .await
+            .map_err(classify)?;
         let header = request_header(provider, req).map_err(classify)?;
         session.set_write_timeout(Some(provider.timeouts.first_byte));
         let sent = async {
@@ -114,7 +126,9 @@ impl Upstreams {
 
     /// Returns a fully read connection to the pool.
     pub async fn release(&self, exchange: Exchange) {
-        let Exchange { mut session, peer, .. } = exchange;
+        let Exchange {
+            mut session, peer, ..
+        } = exchange;
         if session.response_done() {
             self.connector
                 .release_http_session(session, &peer, Some(Duration::from_secs(60)))
@@ -125,7 +139,10 @@ impl Upstreams {
     }
 }
 
-fn request_header(provider: &ProviderConfig, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
+fn request_header(
+    provider: &ProviderConfig,
+    req: &UpstreamRequest,
+) -> pingora::Result<RequestHeader> {
     let mut h = RequestHeader::build("POST", req.path.as_bytes(), Some(req.headers.len() + 3))?;
     let e = &provider.endpoint;
     let default_port = if e.tls { 443 } else { 80 };
@@ -172,7 +189,7 @@ fn peer(p: &ProviderConfig) -> HttpPeer {
     peer
 }
 
-fn classify(e: Box<PError>) -> AttemptError {
+fn classify(provider: &str, e: Box<PError>) -> AttemptError {
     let kind = match e.etype() {
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             if matches!(e.etype(), ErrorType::ConnectTimedout) {
@@ -181,11 +198,43 @@ fn classify(e: Box<PError>) -> AttemptError {
                 AttemptErrorKind::Timeout
             }
         }
-        ErrorType::InvalidCert | ErrorType::TLSHandshakeFailure | ErrorType::HandshakeError => AttemptErrorKind::Tls,
+        ErrorType::InvalidCert | ErrorType::TLSHandshakeFailure | ErrorType::HandshakeError => {
+            AttemptErrorKind::Tls
+        }
         _ => AttemptErrorKind::Connect,
+    };
+    let detail = e.to_string();
+    let detail = detail.trim();
+    // Name the setting that fixes the commonest trust failures.
+    let hint = if detail.contains("CertificateRequired") {
+        Some(format!(
+            "the upstream requires a client certificate; set providers.{provider}.tls.client_cert and client_key"
+        ))
+    } else if detail.contains("UnknownIssuer") {
+        Some(format!(
+            "the upstream's certificate is not signed by a trusted CA; set providers.{provider}.tls.ca_file"
+        ))
+    } else if detail.contains("not valid for name") {
+        Some(format!(
+            "the upstream's certificate does not match the server name; check providers.{provider}.base_url or tls.server_name"
+        ))
+    } else if detail.contains("BadCertificate") || detail.contains("UnknownCA") {
+        Some(format!(
+            "the upstream rejected Cordon's client certificate; check providers.{provider}.tls.client_cert"
+        ))
+    } else {
+        None
+    };
+    let kind = if hint.is_some() {
+        AttemptErrorKind::Tls
+    } else {
+        kind
     };
     AttemptError {
         kind,
-        message: e.to_string(),
+        message: match hint {
+            Some(h) => format!("{h} ({detail})"),
+            None => detail.to_owned(),
+        },
     }
 }

@@ -1,0 +1,125 @@
+//! Shared parts of the end-to-end suite: certificates, the mock upstream, the gateway process.
+
+pub mod gateway;
+pub mod mock;
+pub mod pki;
+pub mod postgres;
+
+pub use gateway::{Gateway, cordon};
+pub use mock::MockUpstream;
+pub use pki::{Pki, PkiFiles};
+
+/// The providers and models most tests use: an OpenAI and an Anthropic provider on the mock,
+/// both over mTLS with the right certificates, plus the misconfigured ones for TLS failures.
+pub fn standard_config(mock: &MockUpstream, files: &PkiFiles) -> String {
+    let port = mock.addr.port();
+    let tls =
+        |ca: &std::path::Path, cert: Option<(&std::path::Path, &std::path::Path)>, extra: &str| {
+            let mut s = format!("ca_file = \"{}\"\n", ca.display());
+            if let Some((c, k)) = cert {
+                s += &format!(
+                    "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+                    c.display(),
+                    k.display()
+                );
+            }
+            s + extra
+        };
+    let good = tls(&files.ca, Some((&files.client_cert, &files.client_key)), "");
+    format!(
+        r#"
+[providers.openai]
+type = "openai"
+base_url = "https://localhost:{port}/v1"
+api_key = "env:MOCK_OPENAI_KEY"
+retry_backoff_ms = 10
+[providers.openai.tls]
+{good}
+[providers.anthropic]
+type = "anthropic"
+base_url = "https://localhost:{port}/v1"
+api_key = "env:MOCK_ANTHROPIC_KEY"
+[providers.anthropic.tls]
+{good}
+[providers.nocert]
+type = "openai"
+base_url = "https://localhost:{port}/v1"
+api_key = "env:MOCK_OPENAI_KEY"
+max_retries = 0
+[providers.nocert.tls]
+{nocert}
+[providers.wrongca]
+type = "openai"
+base_url = "https://localhost:{port}/v1"
+api_key = "env:MOCK_OPENAI_KEY"
+max_retries = 0
+[providers.wrongca.tls]
+{wrongca}
+[providers.wronghost]
+type = "openai"
+base_url = "https://localhost:{port}/v1"
+api_key = "env:MOCK_OPENAI_KEY"
+max_retries = 0
+[providers.wronghost.tls]
+{wronghost}
+
+[providers.wrongclient]
+type = "openai"
+base_url = "https://localhost:{port}/v1"
+api_key = "env:MOCK_OPENAI_KEY"
+max_retries = 0
+[providers.wrongclient.tls]
+{wrongclient}
+
+[[models]]
+name = "gpt-test"
+aliases = ["gpt-alias"]
+provider = "openai"
+upstream_model = "gpt-upstream"
+[[models]]
+name = "gated"
+provider = "openai"
+upstream_model = "gated-1"
+[[models]]
+name = "die"
+provider = "openai"
+[[models]]
+name = "flaky"
+provider = "openai"
+upstream_model = "fail-503"
+fallbacks = ["claude-test"]
+[[models]]
+name = "claude-test"
+provider = "anthropic"
+upstream_model = "claude-upstream"
+[[models]]
+name = "nocert-model"
+provider = "nocert"
+[[models]]
+name = "wrongca-model"
+provider = "wrongca"
+[[models]]
+name = "wronghost-model"
+provider = "wronghost"
+[[models]]
+name = "wrongclient-model"
+provider = "wrongclient"
+"#,
+        nocert = tls(&files.ca, None, ""),
+        wrongca = tls(
+            &files.other_ca,
+            Some((&files.client_cert, &files.client_key)),
+            ""
+        ),
+        wrongclient = tls(
+            &files.ca,
+            Some((&files.other_client_cert, &files.other_client_key)),
+            ""
+        ),
+        wronghost = tls(
+            &files.ca,
+            Some((&files.client_cert, &files.client_key)),
+            "server_name = \"wrong.example\"\n"
+        ),
+    )
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests across processes: the `cordon` binary against real upstreams on loopback.
+//! Built as the `e2e` test of the router crate so that Cargo builds the binary first.
+
+mod harness;
+
+mod gateway_core;
+mod sdk;
