@@ -781,3 +781,45 @@ async fn keys_and_requests_on_postgresql() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_deployment_path_version_and_key_header() {
+    let s = setup().await;
+    let v: Value = s
+        .post("/v1/chat/completions", chat("azure-test", false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "azure gpt4o-deployment: hi"
+    );
+    let seen = &s.mock.requests()[0];
+    assert_eq!(
+        seen.path,
+        "/openai/deployments/gpt4o-deployment/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(seen.headers["api-key"], crate::harness::mock::OPENAI_KEY);
+    assert!(!seen.headers.contains_key("authorization"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_byte_timeout_is_a_504_naming_the_provider() {
+    let s = setup().await;
+    let started = std::time::Instant::now();
+    let resp = s
+        .post("/v1/chat/completions", chat("slow-model", false))
+        .await;
+    assert_eq!(resp.status(), 504);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_timeout");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("provider `slowprov`")
+    );
+    // The 3 s upstream delay was cut short by the 300 ms first-byte timeout.
+    assert!(started.elapsed() < Duration::from_millis(2500));
+}

@@ -467,17 +467,13 @@ impl Gateway {
             tracing::warn!(provider = %provider, error = %reason, "upstream stream failed");
             let event = relay.error_event(&format!("provider `{provider}`: {reason}"));
             let _ = session.write_response_body(Some(event), true).await;
-            exchange_shutdown(exchange).await;
+            drop(exchange);
         } else {
             let _ = session.write_response_body(None, true).await;
             self.upstreams.release(exchange).await;
         }
         Ok(())
     }
-}
-
-async fn exchange_shutdown(exchange: Exchange) {
-    drop(exchange);
 }
 
 /// Reads a request body up to `limit` bytes; 413 above it.
@@ -499,7 +495,7 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        session.set_keepalive(None);
+        discard_body(session).await;
         return Err(too_large());
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
@@ -507,7 +503,7 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 if buf.len() + chunk.len() > limit {
-                    session.set_keepalive(None);
+                    discard_body(session).await;
                     return Err(too_large());
                 }
                 buf.extend_from_slice(&chunk);
@@ -522,6 +518,24 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
             }
         }
     }
+}
+
+/// Reads and drops what is left of a refused body, so that a client still sending it gets to
+/// read the error instead of a broken pipe. Bounded in bytes and time; the connection is closed
+/// afterwards.
+async fn discard_body(session: &mut Session) {
+    const MAX_DISCARD: usize = 64 * 1024 * 1024;
+    session.set_keepalive(None);
+    let mut seen = 0;
+    let drain = async {
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            seen += chunk.len();
+            if seen > MAX_DISCARD {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
 }
 
 async fn read_error_body(exchange: &mut Exchange) -> Vec<u8> {

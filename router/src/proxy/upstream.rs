@@ -114,7 +114,15 @@ impl Upstreams {
             session.write_request_body(req.body.clone(), true).await?;
             session.finish_request_body().await
         };
-        sent.await.map_err(classify)?;
+        if let Err(write_error) = sent.await {
+            // A server that refuses the handshake (TLS 1.3 client-certificate checks happen after
+            // it) sends an alert that a write only sees as a broken pipe: read once to learn why.
+            session.set_read_timeout(Some(Duration::from_millis(500)));
+            return Err(match session.read_response_header().await {
+                Err(read_error) if read_error.to_string().contains("alert") => classify(read_error),
+                _ => classify(write_error),
+            });
+        }
         session.set_read_timeout(Some(provider.timeouts.first_byte));
         session.read_response_header().await.map_err(classify)?;
         Ok(Exchange {

@@ -160,6 +160,11 @@ fn last_user_text(body: &Value) -> String {
 
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     let headers = req.headers().clone();
     let body = req
         .into_body()
@@ -168,7 +173,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     state.requests.lock().unwrap().push(Recorded {
-        path: path.clone(),
+        path: path_and_query,
         headers: headers.clone(),
         body: body.clone(),
     });
@@ -186,6 +191,24 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         }
         return Ok(anthropic(&v, &model, state).await);
     }
+    if let Some(rest) = path.strip_prefix("/openai/deployments/") {
+        // Azure OpenAI: the deployment is in the path, the key in `api-key`.
+        if headers.get("api-key").map(|h| h.as_bytes()) != Some(OPENAI_KEY.as_bytes()) {
+            return Ok(full(
+                401,
+                json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key."}}),
+            ));
+        }
+        let deployment = rest.split('/').next().unwrap_or("");
+        return Ok(full(
+            200,
+            json!({
+                "id": "chatcmpl-az", "object": "chat.completion", "created": 1, "model": deployment,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("azure {deployment}: {}", last_user_text(&v))}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+            }),
+        ));
+    }
     if headers.get("authorization").map(|h| h.as_bytes())
         != Some(format!("Bearer {OPENAI_KEY}").as_bytes())
     {
@@ -193,6 +216,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
             401,
             json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}),
         ));
+    }
+    if model == "slow" {
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
     if model == "fail-503" {
         return Ok(full(

@@ -71,6 +71,31 @@ max_retries = 0
 [providers.wrongclient.tls]
 {wrongclient}
 
+[providers.azure]
+type = "azure_openai"
+base_url = "https://localhost:{port}"
+api_key = "env:MOCK_OPENAI_KEY"
+api_version = "2024-10-21"
+[providers.azure.tls]
+{good}
+[providers.slowprov]
+type = "openai"
+base_url = "https://localhost:{port}/v1"
+api_key = "env:MOCK_OPENAI_KEY"
+max_retries = 0
+[providers.slowprov.timeouts]
+first_byte_ms = 300
+[providers.slowprov.tls]
+{good}
+
+[[models]]
+name = "azure-test"
+provider = "azure"
+upstream_model = "gpt4o-deployment"
+[[models]]
+name = "slow-model"
+provider = "slowprov"
+upstream_model = "slow"
 [[models]]
 name = "gpt-test"
 aliases = ["gpt-alias"]
