@@ -9,6 +9,7 @@ pub mod auth;
 pub mod catalogue;
 pub mod config;
 pub mod db;
+pub mod dlp;
 pub mod error;
 pub mod keys;
 pub mod metrics;

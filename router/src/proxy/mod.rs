@@ -73,7 +73,7 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
-            request_id: uuid::Uuid::now_v7().to_string(),
+            request_id: request_id(),
             started: Instant::now(),
             endpoint: None,
             model: None,
@@ -474,6 +474,20 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// A UUIDv7 (time-ordered) from the thread-local generator: `Uuid::now_v7` makes a getrandom
+/// system call per id.
+fn request_id() -> String {
+    use rand::RngCore;
+    let mut random = [0u8; 10];
+    rand::rng().fill_bytes(&mut random);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .to_string()
 }
 
 /// Reads a request body up to `limit` bytes; 413 above it.

@@ -17,7 +17,7 @@ pub enum ServeError {
     Start(String),
 }
 
-/// Runs until the process is told to stop; never returns on success.
+/// Runs until the process is told to stop (SIGTERM: graceful; SIGINT: at once).
 pub fn run(config: Config) -> Result<(), ServeError> {
     // Open and migrate the database before listening, so that a bad URL fails now, clearly.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -63,5 +63,6 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         tracing::info!(addr = %h.listen, "listening (https)");
     }
     server.add_service(service);
-    server.run_forever();
+    server.run(pingora::server::RunArgs::default());
+    Ok(())
 }

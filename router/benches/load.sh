@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Load benchmark for the gateway core. In one run, against the same local upstream
+# (examples/bench_upstream.rs), it measures with wrk:
+#   direct  - straight to the upstream
+#   bare    - through a bare Pingora pass-through (examples/bare_proxy.rs), the baseline
+#   cordon  - through Cordon (auth, body read and parse, routing, relay, metrics, access log)
+# at concurrency 1 and 64, and reports RPS, p50/p99 latency, the latency each proxy adds over
+# direct, Cordon's throughput as a ratio of the bare pass-through, and Cordon's peak RSS.
+#   router/benches/load.sh            (DURATION=10 THREADS=2 to change the run)
+# PIN=1 puts the proxy under test on the last core and wrk and the upstream on the others
+# (taskset), so that tail latency measures the proxy rather than the scheduler.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION="${DURATION:-10}"
+THREADS="${THREADS:-2}"
+UP_PORT="${UP_PORT:-18001}"; BARE_PORT="${BARE_PORT:-18002}"; CORDON_PORT="${CORDON_PORT:-18003}"
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --quiet --bin cordon --example bench_upstream --example bare_proxy
+bin=target/release
+PIN="${PIN:-0}"
+last=$(( $(nproc) - 1 ))
+# taskset execs the program, so $! stays the program's pid.
+proxy_core=(); load_cores=()
+if [[ $PIN == 1 && $last -gt 0 ]]; then proxy_core=(taskset -c "$last"); load_cores=(taskset -c "0-$((last - 1))"); fi
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+"${load_cores[@]}" "$bin/examples/bench_upstream" "127.0.0.1:$UP_PORT" 2>/dev/null & pids+=($!)
+"${proxy_core[@]}" "$bin/examples/bare_proxy" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT" "$THREADS" 2>/dev/null & pids+=($!)
+cat > "$work/cordon.toml" <<TOML
+[server]
+http_listen = "127.0.0.1:$CORDON_PORT"
+threads = $THREADS
+grace_period_seconds = 0
+graceful_shutdown_timeout_seconds = 0
+[data]
+dir = "$work"
+[providers.bench]
+type = "openai"
+base_url = "http://127.0.0.1:$UP_PORT/v1"
+[[models]]
+name = "bench"
+provider = "bench"
+TOML
+key=$("$bin/cordon" keys create --config "$work/cordon.toml" --name bench --json | sed 's/.*"key":"\([^"]*\)".*/\1/')
+"${proxy_core[@]}" "$bin/cordon" serve --config "$work/cordon.toml" 2>"$work/cordon.log" & cordon_pid=$!; pids+=($cordon_pid)
+wait_port "$UP_PORT"; wait_port "$BARE_PORT"; wait_port "$CORDON_PORT"
+
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $key"
+wrk.body = '{"model":"bench","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello to the benchmark."}],"max_tokens":16}'
+LUA
+
+# "123.45us" / "1.20ms" / "2.00s" -> microseconds
+to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'; }
+
+declare -A rps p50 p99
+for conc in 1 64; do
+  t=$(( conc < 2 ? 1 : 2 ))
+  for target in direct bare cordon; do
+    case $target in direct) port=$UP_PORT ;; bare) port=$BARE_PORT ;; cordon) port=$CORDON_PORT ;; esac
+    out=$("${load_cores[@]}" wrk -t"$t" -c"$conc" -d"${DURATION}s" --latency -s "$work/post.lua" "http://127.0.0.1:$port/v1/chat/completions")
+    if echo "$out" | grep -q "Non-2xx"; then echo "$target answered errors:"; echo "$out"; exit 1; fi
+    rps[$target,$conc]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p50[$target,$conc]=$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+    p99[$target,$conc]=$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+  done
+done
+peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cordon_pid/status")
+
+echo
+echo "load benchmark: ${DURATION}s per run, wrk, proxies on $THREADS threads, $(nproc) cores, pinned: $PIN"
+printf '%-8s %5s %12s %10s %10s %14s %14s\n' target conc rps p50_us p99_us added_p50_us added_p99_us
+for conc in 1 64; do
+  for target in direct bare cordon; do
+    a50=$(awk -v a="${p50[$target,$conc]}" -v b="${p50[direct,$conc]}" 'BEGIN {printf "%.0f", a - b}')
+    a99=$(awk -v a="${p99[$target,$conc]}" -v b="${p99[direct,$conc]}" 'BEGIN {printf "%.0f", a - b}')
+    printf '%-8s %5s %12s %10.0f %10.0f %14s %14s\n' "$target" "$conc" "${rps[$target,$conc]}" "${p50[$target,$conc]}" "${p99[$target,$conc]}" "$a50" "$a99"
+  done
+done
+for conc in 1 64; do
+  awk -v c="${rps[cordon,$conc]}" -v b="${rps[bare,$conc]}" -v n="$conc" 'BEGIN {printf "cordon / bare throughput at concurrency %s: %.2fx\n", n, c / b}'
+done
+echo "cordon peak RSS: $((peak_kb / 1024)) MiB (VmHWM, after the concurrency-64 runs)"

@@ -1,0 +1,399 @@
+//! The compiled scanner. Three passes over the normalised text:
+//!
+//! - personal data: one regex-automata meta regex built from every PII pattern (ASCII classes,
+//!   byte-oriented), reporting pattern ids. At each candidate start, every pattern that matches
+//!   there is tried, so a candidate that fails its checksum never hides another rule's match;
+//!   boundaries, validators and context words are checked only on candidates;
+//! - secrets: one Aho-Corasick pass over every rule's keywords; only rules whose keywords
+//!   occur run their `(?-u)` byte regex, as gitleaks does;
+//! - dictionaries: one Aho-Corasick pass over custom terms.
+//!
+//! Overlapping candidates are resolved: validated beats unvalidated, longer beats shorter, then
+//! priority. Offsets are UTF-8 byte offsets into the original input.
+
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind as AcMatchKind};
+use regex_automata::meta::Regex as MetaRegex;
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input, MatchKind, PatternSet};
+
+use super::normalize::normalize;
+use super::pack::{Boundary, Engine, Pack, Rule, Severity};
+use super::{DlpError, Finding};
+
+/// Where a context word may stand relative to a candidate, in bytes.
+const CONTEXT_BEFORE: usize = 48;
+const CONTEXT_AFTER: usize = 24;
+const CONTEXT_BOOST: f32 = 0.2;
+
+pub struct Scanner {
+    rules: Vec<Rule>,
+    /// Interned per rule, so findings share them.
+    entities: Vec<Arc<str>>,
+    rule_ids: Vec<Arc<str>>,
+    pii: Option<Pii>,
+    secrets: Option<Secrets>,
+    dictionaries: Vec<DictionaryMatcher>,
+}
+
+struct Pii {
+    /// Leftmost-first, for finding the next candidate start and each pattern's span.
+    first: MetaRegex,
+    /// All-matches, for the set of patterns that match at a candidate start.
+    all: MetaRegex,
+    pattern_rule: Vec<usize>,
+}
+
+struct Secrets {
+    keywords: AhoCorasick,
+    keyword_rules: Vec<Vec<usize>>,
+    regexes: Vec<Option<regex::bytes::Regex>>,
+}
+
+struct DictionaryMatcher {
+    ac: AhoCorasick,
+    entity: Arc<str>,
+    rule: Arc<str>,
+    severity: Severity,
+}
+
+/// A match before overlap resolution.
+#[derive(Debug, Clone)]
+struct Candidate {
+    start: usize,
+    end: usize,
+    rule: usize,
+    confidence: f32,
+    validated: bool,
+    priority: i32,
+}
+
+impl Scanner {
+    pub fn new(packs: &[Pack]) -> Result<Self, DlpError> {
+        let rules: Vec<Rule> = packs.iter().flat_map(|p| p.rules.iter().cloned()).collect();
+        let entities = rules.iter().map(|r| Arc::from(r.entity.as_str())).collect();
+        let rule_ids = rules
+            .iter()
+            .map(|r| Arc::from(format!("{}/{}", r.pack, r.id).as_str()))
+            .collect();
+
+        let mut patterns = Vec::new();
+        let mut pattern_rule = Vec::new();
+        for (i, r) in rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.engine == Engine::Pii)
+        {
+            for p in &r.patterns {
+                patterns.push(p.as_str());
+                pattern_rule.push(i);
+            }
+        }
+        let pii = if patterns.is_empty() {
+            None
+        } else {
+            let syntax = syntax::Config::new().unicode(false).utf8(false);
+            let build = |kind: MatchKind| {
+                MetaRegex::builder()
+                    .syntax(syntax)
+                    .configure(MetaRegex::config().match_kind(kind).utf8_empty(false))
+                    .build_many(&patterns)
+                    .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))
+            };
+            Some(Pii {
+                first: build(MatchKind::LeftmostFirst)?,
+                all: build(MatchKind::All)?,
+                pattern_rule,
+            })
+        };
+
+        let secret_rules: Vec<usize> = (0..rules.len())
+            .filter(|&i| rules[i].engine == Engine::Secret)
+            .collect();
+        let secrets = if secret_rules.is_empty() {
+            None
+        } else {
+            let mut words: Vec<String> = Vec::new();
+            let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+            let mut regexes = vec![None; rules.len()];
+            for &i in &secret_rules {
+                let r = &rules[i];
+                let re = regex::bytes::RegexBuilder::new(&format!("(?-u){}", r.patterns.join("|")))
+                    .size_limit(50 << 20)
+                    .build()
+                    .map_err(|e| DlpError::Compile(format!("rule {}: {e}", r.id)))?;
+                regexes[i] = Some(re);
+                for k in &r.keywords {
+                    let k = k.to_ascii_lowercase();
+                    match words.iter().position(|w| *w == k) {
+                        Some(p) => keyword_rules[p].push(i),
+                        None => {
+                            words.push(k);
+                            keyword_rules.push(vec![i]);
+                        }
+                    }
+                }
+                if r.keywords.is_empty() {
+                    return Err(DlpError::Compile(format!(
+                        "secret rule {} has no keywords to gate it",
+                        r.id
+                    )));
+                }
+            }
+            let keywords = AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .build(&words)
+                .map_err(|e| DlpError::Compile(format!("secret keywords: {e}")))?;
+            Some(Secrets {
+                keywords,
+                keyword_rules,
+                regexes,
+            })
+        };
+
+        let dictionaries = packs
+            .iter()
+            .flat_map(|p| &p.dictionaries)
+            .map(|d| {
+                let ac = AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(!d.case_sensitive)
+                    .match_kind(AcMatchKind::LeftmostLongest)
+                    .build(&d.terms)
+                    .map_err(|e| DlpError::Compile(format!("dictionary {}: {e}", d.entity)))?;
+                Ok(DictionaryMatcher {
+                    ac,
+                    entity: Arc::from(d.entity.as_str()),
+                    rule: Arc::from(
+                        format!("{}/{}", d.pack, d.entity.to_ascii_lowercase()).as_str(),
+                    ),
+                    severity: d.severity,
+                })
+            })
+            .collect::<Result<Vec<_>, DlpError>>()?;
+
+        Ok(Self {
+            rules,
+            entities,
+            rule_ids,
+            pii,
+            secrets,
+            dictionaries,
+        })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Every finding in `text`, in order of position, with original byte offsets.
+    pub fn scan(&self, text: &str) -> Vec<Finding> {
+        let norm = normalize(text);
+        let hay = norm.text.as_bytes();
+        let mut candidates = Vec::new();
+        if let Some(pii) = &self.pii {
+            self.scan_pii(pii, hay, &mut candidates);
+        }
+        if let Some(secrets) = &self.secrets {
+            self.scan_secrets(secrets, hay, &mut candidates);
+        }
+        let mut findings: Vec<Finding> = resolve(candidates)
+            .into_iter()
+            .map(|c| Finding {
+                entity: self.entities[c.rule].clone(),
+                start: norm.original(c.start),
+                end: norm.original(c.end),
+                confidence: c.confidence,
+                rule: self.rule_ids[c.rule].clone(),
+                severity: self.rules[c.rule].severity,
+            })
+            .collect();
+        for d in &self.dictionaries {
+            for m in d.ac.find_iter(hay) {
+                if !bounded(hay, m.start(), m.end(), Boundary::Alnum) {
+                    continue;
+                }
+                let (start, end) = (norm.original(m.start()), norm.original(m.end()));
+                if findings.iter().any(|f| f.start < end && start < f.end) {
+                    continue;
+                }
+                findings.push(Finding {
+                    entity: d.entity.clone(),
+                    start,
+                    end,
+                    confidence: 1.0,
+                    rule: d.rule.clone(),
+                    severity: d.severity,
+                });
+            }
+        }
+        findings.sort_by_key(|f| (f.start, f.end));
+        findings
+    }
+
+    fn scan_pii(&self, pii: &Pii, hay: &[u8], out: &mut Vec<Candidate>) {
+        let mut set = PatternSet::new(pii.all.pattern_len());
+        let mut pos = 0;
+        while pos < hay.len() {
+            let Some(m) = pii.first.search(&Input::new(hay).span(pos..hay.len())) else {
+                break;
+            };
+            let s = m.start();
+            // A candidate that starts inside a digit run cannot pass a digit boundary; skip the run.
+            if s > 0 && hay[s - 1].is_ascii_digit() && hay[s].is_ascii_digit() {
+                pos = s + hay[s..].iter().take_while(|b| b.is_ascii_digit()).count();
+                continue;
+            }
+            set.clear();
+            pii.all.which_overlapping_matches(
+                &Input::new(hay).span(s..hay.len()).anchored(Anchored::Yes),
+                &mut set,
+            );
+            let mut furthest_validated = None;
+            for pid in set.iter() {
+                let input = Input::new(hay)
+                    .span(s..hay.len())
+                    .anchored(Anchored::Pattern(pid));
+                let Some(pm) = pii.first.search(&input) else {
+                    continue;
+                };
+                let rule = pii.pattern_rule[pid.as_usize()];
+                if let Some(c) = self.candidate(rule, hay, pm.start(), pm.end()) {
+                    if c.validated {
+                        furthest_validated =
+                            Some(furthest_validated.map_or(c.end, |e: usize| e.max(c.end)));
+                    }
+                    out.push(c);
+                }
+            }
+            // Step past a validated finding; otherwise try the next character.
+            pos = furthest_validated.unwrap_or_else(|| s + utf8_len(hay[s]));
+        }
+    }
+
+    fn scan_secrets(&self, secrets: &Secrets, hay: &[u8], out: &mut Vec<Candidate>) {
+        let mut triggered = vec![false; self.rules.len()];
+        for m in secrets.keywords.find_overlapping_iter(hay) {
+            for &r in &secrets.keyword_rules[m.pattern().as_usize()] {
+                triggered[r] = true;
+            }
+        }
+        for (rule, _) in triggered.iter().enumerate().filter(|(_, t)| **t) {
+            let Some(re) = &secrets.regexes[rule] else {
+                continue;
+            };
+            let group = self.rules[rule].group;
+            for caps in re.captures_iter(hay) {
+                let Some(g) = caps.get(group).or_else(|| caps.get(0)) else {
+                    continue;
+                };
+                if let Some(c) = self.candidate(rule, hay, g.start(), g.end()) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+
+    /// Checks boundary, validator and context words for one match.
+    fn candidate(&self, rule: usize, hay: &[u8], start: usize, end: usize) -> Option<Candidate> {
+        let r = &self.rules[rule];
+        if start >= end || !bounded(hay, start, end, r.boundary) {
+            return None;
+        }
+        let text = std::str::from_utf8(&hay[start..end]).ok()?;
+        let validated = match r.validator {
+            Some(v) if v.check(text, r.min_entropy) => true,
+            Some(_) => return None,
+            // A keyword-gated secret pattern (a fixed prefix and length) is its own validation.
+            None => r.engine == Engine::Secret,
+        };
+        let mut confidence = if validated {
+            r.validated_confidence
+        } else {
+            r.base_confidence
+        };
+        if !r.context.is_empty() {
+            let near = has_context(hay, start, end, &r.context);
+            if r.context_required && !near {
+                return None;
+            }
+            if near {
+                confidence = (confidence + CONTEXT_BOOST).min(1.0);
+            }
+        }
+        Some(Candidate {
+            start,
+            end,
+            rule,
+            confidence,
+            validated,
+            priority: r.priority,
+        })
+    }
+}
+
+fn utf8_len(lead: u8) -> usize {
+    match lead {
+        0xF0..=0xFF => 4,
+        0xE0..=0xEF => 3,
+        0xC0..=0xDF => 2,
+        _ => 1,
+    }
+}
+
+/// Whether the match has no forbidden neighbour.
+fn bounded(hay: &[u8], start: usize, end: usize, boundary: Boundary) -> bool {
+    let forbidden: fn(&u8) -> bool = match boundary {
+        Boundary::None => return true,
+        Boundary::Dotted => {
+            let digit = |i: usize| hay.get(i).is_some_and(u8::is_ascii_digit);
+            let before = start > 0
+                && (digit(start - 1) || (hay[start - 1] == b'.' && start > 1 && digit(start - 2)));
+            let after = digit(end) || (hay.get(end) == Some(&b'.') && digit(end + 1));
+            return !before && !after;
+        }
+        Boundary::Digit => u8::is_ascii_digit,
+        Boundary::Alnum => u8::is_ascii_alphanumeric,
+    };
+    // Only an edge of the same class needs a boundary: "+86" may follow a digit.
+    let before_ok = start == 0 || !forbidden(&hay[start]) || !forbidden(&hay[start - 1]);
+    let after_ok = end >= hay.len() || !forbidden(&hay[end - 1]) || !forbidden(&hay[end]);
+    before_ok && after_ok
+}
+
+/// A context word (ASCII case-insensitive) within the window around a match.
+fn has_context(hay: &[u8], start: usize, end: usize, words: &[String]) -> bool {
+    let from = start.saturating_sub(CONTEXT_BEFORE);
+    let to = (end + CONTEXT_AFTER).min(hay.len());
+    let window = &hay[from..to];
+    words.iter().any(|w| {
+        let w = w.as_bytes();
+        window.len() >= w.len() && window.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w))
+    })
+}
+
+/// Keeps the best of each group of overlapping candidates.
+fn resolve(mut candidates: Vec<Candidate>) -> Vec<Candidate> {
+    candidates.sort_by(|a, b| {
+        b.validated
+            .cmp(&a.validated)
+            .then((b.end - b.start).cmp(&(a.end - a.start)))
+            .then(b.priority.cmp(&a.priority))
+            .then(b.confidence.total_cmp(&a.confidence))
+            .then(a.start.cmp(&b.start))
+    });
+    let mut kept: Vec<Candidate> = Vec::with_capacity(candidates.len());
+    let mut taken: std::collections::BTreeMap<usize, usize> = std::collections::BTreeMap::new();
+    for c in candidates {
+        let overlaps_before = taken
+            .range(..c.end)
+            .next_back()
+            .is_some_and(|(_, &e)| e > c.start);
+        if !overlaps_before {
+            taken.insert(c.start, c.end);
+            kept.push(c);
+        }
+    }
+    kept.sort_by_key(|c| c.start);
+    kept
+}
