@@ -8,7 +8,8 @@
 # direct, Cordon's throughput as a ratio of the bare pass-through, and Cordon's peak RSS.
 #   router/benches/load.sh            (DURATION=10 THREADS=2 to change the run)
 # PIN=1 puts the proxy under test on the last core and wrk and the upstream on the others
-# (taskset), so that tail latency measures the proxy rather than the scheduler.
+# (taskset), so that tail latency measures the proxy rather than the scheduler. CORDON_LOG
+# sets Cordon's log level (default info: one access-log line per request).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION="${DURATION:-10}"
@@ -48,7 +49,7 @@ name = "bench"
 provider = "bench"
 TOML
 key=$("$bin/cordon" keys create --config "$work/cordon.toml" --name bench --json | sed 's/.*"key":"\([^"]*\)".*/\1/')
-"${proxy_core[@]}" "$bin/cordon" serve --config "$work/cordon.toml" 2>"$work/cordon.log" & cordon_pid=$!; pids+=($cordon_pid)
+CORDON_LOG="${CORDON_LOG:-info}" "${proxy_core[@]}" "$bin/cordon" serve --config "$work/cordon.toml" 2>"$work/cordon.log" & cordon_pid=$!; pids+=($cordon_pid)
 wait_port "$UP_PORT"; wait_port "$BARE_PORT"; wait_port "$CORDON_PORT"
 
 cat > "$work/post.lua" <<LUA
