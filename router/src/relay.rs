@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 
 use crate::api::Api;
+use crate::dlp::restore::ResponseGuard;
 use crate::providers::anthropic::{self, StreamTranslator, Translated};
 use crate::providers::{Translation, Usage, openai_usage};
 use crate::sse::{SseDecoder, encode};
@@ -25,6 +26,8 @@ pub enum RelayError {
 
 pub struct Relay {
     mode: Mode,
+    /// Restores pseudonyms and redacts output rules in what the client receives.
+    guard: Option<ResponseGuard>,
     usage: Option<Usage>,
     /// The upstream reached its proper end (`[DONE]`, `message_stop` or a complete body).
     complete: bool,
@@ -79,9 +82,30 @@ impl Relay {
         };
         Self {
             mode,
+            guard: None,
             usage: None,
             complete: false,
         }
+    }
+
+    pub fn with_guard(mut self, guard: Option<ResponseGuard>) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// An OpenAI-shaped chunk as the client receives it.
+    fn openai_event(&mut self, mut chunk: Value) -> Bytes {
+        if let Some(g) = &mut self.guard {
+            g.openai_chunk(&mut chunk);
+        }
+        encode(None, &chunk.to_string())
+    }
+
+    /// What a guard still holds when an OpenAI stream ends, as one more chunk.
+    fn openai_leftover(&mut self) -> Option<Bytes> {
+        let text = self.guard.as_mut()?.openai_leftover()?;
+        let chunk = json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+        Some(encode(None, &chunk.to_string()))
     }
 
     pub fn is_stream(&self) -> bool {
@@ -125,24 +149,32 @@ impl Relay {
                 let body = std::mem::take(buf).freeze();
                 self.complete = true;
                 let parsed: Result<Value, _> = serde_json::from_slice(&body);
-                match (translation, parsed) {
+                let mut out = match (translation, parsed) {
                     (Translation::AnthropicToOpenAiChat, Ok(v)) => {
                         self.usage = anthropic::usage(&v);
-                        Ok(Bytes::from(
-                            anthropic::messages_to_chat(&v, *created).to_string(),
-                        ))
+                        anthropic::messages_to_chat(&v, *created)
                     }
-                    (Translation::AnthropicToOpenAiChat, Err(e)) => Err(RelayError::BadJson(e)),
+                    (Translation::AnthropicToOpenAiChat, Err(e)) => {
+                        return Err(RelayError::BadJson(e));
+                    }
                     (Translation::None, Ok(v)) => {
                         self.usage = if *api == Api::Messages {
                             anthropic::usage(&v)
                         } else {
                             openai_usage(&v)
                         };
-                        Ok(body)
+                        if self.guard.is_none() {
+                            return Ok(body);
+                        }
+                        v
                     }
-                    (Translation::None, Err(_)) => Ok(body),
+                    // Not JSON: nothing to restore or scan field by field.
+                    (Translation::None, Err(_)) => return Ok(body),
+                };
+                if let Some(g) = &mut self.guard {
+                    g.body(&mut out);
                 }
+                Ok(Bytes::from(out.to_string()))
             }
             _ => {
                 let events = self.decoder().finish()?;
@@ -187,6 +219,9 @@ impl Relay {
                 } => {
                     if ev.data.trim() == "[DONE]" {
                         self.complete = true;
+                        if let Some(last) = self.openai_leftover() {
+                            out.extend_from_slice(&last);
+                        }
                         out.extend_from_slice(&encode(None, "[DONE]"));
                         continue;
                     }
@@ -204,10 +239,17 @@ impl Relay {
                             continue;
                         }
                     }
-                    out.extend_from_slice(&encode(Some(&ev.event), &ev.data));
+                    match parsed {
+                        Some(chunk) if self.guard.is_some() => {
+                            let bytes = self.openai_event(chunk);
+                            out.extend_from_slice(&bytes);
+                        }
+                        _ => out.extend_from_slice(&encode(Some(&ev.event), &ev.data)),
+                    }
                 }
                 Mode::AnthropicStream { .. } => {
-                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                    let parsed = serde_json::from_str::<Value>(&ev.data).ok();
+                    if let Some(v) = &parsed {
                         match v.get("type").and_then(Value::as_str) {
                             Some("message_start") => {
                                 self.usage = v.get("message").and_then(anthropic::usage)
@@ -226,25 +268,39 @@ impl Relay {
                             _ => {}
                         }
                     }
-                    out.extend_from_slice(&encode(Some(&ev.event), &ev.data));
+                    match (parsed, &mut self.guard) {
+                        (Some(v), Some(g)) => {
+                            for (name, data) in g.anthropic_event(&ev.event, v) {
+                                out.extend_from_slice(&encode(Some(&name), &data.to_string()));
+                            }
+                        }
+                        _ => out.extend_from_slice(&encode(Some(&ev.event), &ev.data)),
+                    }
                 }
                 Mode::AnthropicToOpenAi { translator, .. } => {
-                    match translator.event(&ev.event, &ev.data) {
+                    let translated = translator.event(&ev.event, &ev.data);
+                    let usage = translator.usage();
+                    match translated {
                         Translated::Chunks(chunks) => {
                             for c in chunks {
-                                out.extend_from_slice(&encode(None, &c.to_string()));
+                                let bytes = self.openai_event(c);
+                                out.extend_from_slice(&bytes);
                             }
                         }
                         Translated::Done(chunks) => {
+                            self.usage = Some(usage);
                             for c in chunks {
-                                out.extend_from_slice(&encode(None, &c.to_string()));
+                                let bytes = self.openai_event(c);
+                                out.extend_from_slice(&bytes);
+                            }
+                            if let Some(last) = self.openai_leftover() {
+                                out.extend_from_slice(&last);
                             }
                             out.extend_from_slice(&encode(None, "[DONE]"));
-                            self.usage = Some(translator.usage());
                             self.complete = true;
                         }
                         Translated::Error(message) => {
-                            self.usage = Some(translator.usage());
+                            self.usage = Some(usage);
                             out.extend_from_slice(&self.error_event(&message));
                             self.complete = true;
                         }

@@ -3,5 +3,6 @@
 
 mod harness;
 
+mod dlp;
 mod gateway_core;
 mod sdk;

@@ -50,8 +50,34 @@ pub struct Config {
     pub database_url: String,
     pub limits: Limits,
     pub auth: AuthConfig,
+    pub dlp: DlpConfig,
     pub providers: BTreeMap<String, Arc<ProviderConfig>>,
     pub models: Vec<ModelEntry>,
+}
+
+/// DLP settings, with the rule packs already compiled.
+#[derive(Clone)]
+pub struct DlpConfig {
+    pub enabled: bool,
+    pub scanner: Option<Arc<crate::dlp::Scanner>>,
+    /// The default action table, until policy chooses actions per request.
+    pub actions: crate::dlp::ActionTable,
+    /// HMAC key for the `hash` action; when not configured, a random key kept in the data
+    /// directory (`dlp-hash.key`), so hashes stay stable across restarts.
+    pub hash_key: Option<Secret>,
+    pub restore_pseudonyms: bool,
+    /// Entity types (or `PREFIX_*`) redacted in model output.
+    pub response_redact: Vec<String>,
+}
+
+impl std::fmt::Debug for DlpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DlpConfig")
+            .field("enabled", &self.enabled)
+            .field("rules", &self.scanner.as_ref().map(|s| s.rules().len()))
+            .field("actions", &self.actions)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +263,7 @@ impl Validator<'_> {
         let auth = AuthConfig {
             key_cache_ttl: Duration::from_secs(raw.auth.key_cache_ttl_seconds.unwrap_or(5)),
         };
+        let dlp = self.dlp(raw.dlp);
         let declared: HashSet<String> = raw.providers.keys().cloned().collect();
         let providers = raw
             .providers
@@ -255,6 +282,7 @@ impl Validator<'_> {
                 database_url,
                 limits,
                 auth,
+                dlp,
                 providers,
                 models,
             }),
@@ -278,6 +306,56 @@ impl Validator<'_> {
             None => format!("sqlite://{}?mode=rwc", data_dir.join("cordon.db").display()),
         };
         (data_dir, url)
+    }
+
+    fn dlp(&mut self, raw: raw::RawDlp) -> DlpConfig {
+        use crate::dlp::{Action, ActionTable};
+        let enabled = raw.enabled.unwrap_or(true);
+        let mut actions = ActionTable::new(Action::Pseudonymise)
+            .with("SECRET_*", Action::Block)
+            .with("URL_CREDENTIALS", Action::Block)
+            .with("IP_ADDRESS", Action::Allow)
+            .with("MAC_ADDRESS", Action::Allow);
+        if let Some(table) = raw.actions {
+            actions = ActionTable::new(Action::Allow);
+            for (entity, action) in table {
+                match action.parse::<Action>() {
+                    Ok(a) if entity == "default" => actions.default = a,
+                    Ok(a) => actions = actions.with(&entity, a),
+                    Err(e) => self.err(format!("dlp.actions.{entity}"), e),
+                }
+            }
+        }
+        let hash_key = raw.hash_key.as_deref().and_then(|s| {
+            SecretRef::parse("dlp.hash_key", s)
+                .and_then(|r| r.resolve("dlp.hash_key"))
+                .map_err(|e| self.errors.push(e))
+                .ok()
+        });
+        let scanner = if enabled {
+            let dir = self.path(raw.rules_dir.as_deref().unwrap_or(Path::new("dlp-rules")));
+            match crate::dlp::load_packs(&dir, raw.packs.as_deref())
+                .and_then(|packs| crate::dlp::Scanner::new(&packs))
+            {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    self.err("dlp.rules_dir", e.to_string());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        DlpConfig {
+            enabled,
+            scanner,
+            actions,
+            hash_key,
+            restore_pseudonyms: raw.restore_pseudonyms.unwrap_or(true),
+            response_redact: raw
+                .response_redact
+                .unwrap_or_else(|| vec!["SECRET_*".into()]),
+        }
     }
 
     fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
@@ -578,7 +656,10 @@ mod tests {
 
     #[test]
     fn embedded_default_is_valid() {
-        let c = Config::embedded_default().unwrap();
+        // The embedded default resolves dlp-rules/ against the working directory: the repo root.
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        let c = Config::from_toml(EMBEDDED_DEFAULT, root).unwrap();
+        assert!(c.dlp.scanner.is_some());
         assert!(c.server.http_listen.is_some());
         assert!(c.database_url.starts_with("sqlite://"));
     }

@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub auth: RawAuth,
     #[serde(default)]
+    pub dlp: RawDlp,
+    #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub models: Vec<RawModel>,
@@ -113,4 +115,16 @@ pub struct RawModel {
     pub upstream_model: Option<String>,
     #[serde(default)]
     pub fallbacks: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDlp {
+    pub enabled: Option<bool>,
+    pub rules_dir: Option<PathBuf>,
+    pub packs: Option<Vec<String>>,
+    pub hash_key: Option<String>,
+    pub actions: Option<BTreeMap<String, String>>,
+    pub restore_pseudonyms: Option<bool>,
+    pub response_redact: Option<Vec<String>>,
 }

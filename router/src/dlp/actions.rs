@@ -85,8 +85,16 @@ impl ActionTable {
         self
     }
 
+    /// The entity's own entry, else the longest matching `PREFIX_*` entry, else the default.
     pub fn action(&self, entity: &str) -> Action {
-        self.by_entity.get(entity).copied().unwrap_or(self.default)
+        if let Some(a) = self.by_entity.get(entity) {
+            return *a;
+        }
+        self.by_entity
+            .iter()
+            .filter(|(k, _)| k.ends_with('*') && super::entity_matches(k, entity))
+            .max_by_key(|(k, _)| k.len())
+            .map_or(self.default, |(_, a)| *a)
     }
 }
 
@@ -279,6 +287,16 @@ mod tests {
         assert_eq!(p.token("EMAIL_ADDRESS", "c@d.cn"), "⟦EMAIL_ADDRESS_2⟧");
         assert_eq!(p.token("EMAIL_ADDRESS", "a@b.cn"), "⟦EMAIL_ADDRESS_1⟧");
         assert_eq!(format!("{p:?}"), "Pseudonyms(2 tokens)");
+    }
+
+    #[test]
+    fn wildcards() {
+        let t = ActionTable::new(Action::Allow)
+            .with("SECRET_*", Action::Block)
+            .with("SECRET_JWT", Action::Redact);
+        assert_eq!(t.action("SECRET_GITHUB_TOKEN"), Action::Block);
+        assert_eq!(t.action("SECRET_JWT"), Action::Redact);
+        assert_eq!(t.action("EMAIL_ADDRESS"), Action::Allow);
     }
 
     #[test]

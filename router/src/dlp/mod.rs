@@ -8,6 +8,7 @@ pub mod examples;
 pub mod json;
 pub mod normalize;
 pub mod pack;
+pub mod restore;
 pub mod unmask;
 pub mod validators;
 
@@ -47,6 +48,14 @@ impl DlpError {
             path: path.to_owned(),
             message: message.into(),
         }
+    }
+}
+
+/// Whether an entity type matches a table key: the type itself, or `PREFIX_*`.
+pub fn entity_matches(pattern: &str, entity: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => entity.starts_with(prefix),
+        None => pattern == entity,
     }
 }
 

@@ -11,6 +11,8 @@ const WHITESPACE_SLACK: usize = 8;
 /// Un-masks one stream of text (one message's content, or one tool call's arguments).
 pub struct Unmasker {
     held: String,
+    /// The text is JSON (tool arguments): restored values are escaped for a JSON string.
+    json: bool,
 }
 
 impl Default for Unmasker {
@@ -23,6 +25,15 @@ impl Unmasker {
     pub fn new() -> Self {
         Self {
             held: String::new(),
+            json: false,
+        }
+    }
+
+    /// For text that is itself JSON, such as tool-call arguments.
+    pub fn json() -> Self {
+        Self {
+            held: String::new(),
+            json: true,
         }
     }
 
@@ -32,12 +43,12 @@ impl Unmasker {
         let split = hold_point(pseudonyms, &self.held);
         let rest = self.held.split_off(split);
         let ready = std::mem::replace(&mut self.held, rest);
-        restore(pseudonyms, &ready)
+        restore_with(pseudonyms, &ready, self.json)
     }
 
     /// Releases whatever is still held (the end of the stream).
     pub fn finish(&mut self, pseudonyms: &Pseudonyms) -> String {
-        restore(pseudonyms, &std::mem::take(&mut self.held))
+        restore_with(pseudonyms, &std::mem::take(&mut self.held), self.json)
     }
 
     pub fn is_holding(&self) -> bool {
@@ -72,6 +83,11 @@ fn canonical(inner: &str) -> String {
 
 /// Replaces every complete, known token in `text`.
 pub fn restore(pseudonyms: &Pseudonyms, text: &str) -> String {
+    restore_with(pseudonyms, text, false)
+}
+
+/// Like [`restore`]; with `json`, values are escaped for the inside of a JSON string.
+pub fn restore_with(pseudonyms: &Pseudonyms, text: &str, json: bool) -> String {
     if pseudonyms.is_empty() || !text.contains(TOKEN_OPEN) {
         return text.to_owned();
     }
@@ -83,6 +99,10 @@ pub fn restore(pseudonyms: &Pseudonyms, text: &str) -> String {
         match after.find(TOKEN_CLOSE) {
             Some(close) if !after[..close].contains(TOKEN_OPEN) => {
                 match pseudonyms.value(&canonical(&after[..close])) {
+                    Some(value) if json => {
+                        let quoted = serde_json::to_string(value).unwrap_or_default();
+                        out.push_str(quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or(""));
+                    }
                     Some(value) => out.push_str(value),
                     None => {
                         out.push(TOKEN_OPEN);

@@ -9,8 +9,11 @@
 //! 1. listener: which endpoint ([`crate::api::Endpoint`])
 //! 2. authentication ([`crate::auth`])
 //! 3. body: read (bounded) and parse ([`crate::api::parse`])
-//! 4. DLP scan and 5. policy decision: their own issues plug in here
-//! 6. route: the catalogue's targets for the model, within what the key allows
+//! 4. DLP scan of the text the model would read ([`crate::dlp::json`]); findings (types,
+//!    counts, locations, never values) go into the context
+//! 5. policy decision: its own issue plugs in here
+//! 6. route: the catalogue's targets for the model, within what the key allows; then the DLP
+//!    actions are applied (403 `dlp_block` for blocked types)
 //! 7. forward with retries and fallbacks; relay the response as it arrives ([`crate::relay`])
 //! 8. logging: metrics (and the audit record, in its own issue)
 
@@ -33,6 +36,9 @@ use crate::auth::{Authenticator, Principal};
 use crate::catalogue::{Catalogue, Target};
 use crate::config::Config;
 use crate::db::Database;
+use crate::dlp::Pseudonyms;
+use crate::dlp::json::{EntitySummary, apply_request, scan_request, summarize};
+use crate::dlp::restore::{OutputRules, ResponseGuard};
 use crate::error::{ApiError, ErrorShape};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
@@ -46,6 +52,8 @@ pub struct Gateway {
     catalogue: Catalogue,
     upstreams: Upstreams,
     metrics: Arc<Metrics>,
+    /// HMAC key of the DLP `hash` action.
+    hash_key: Vec<u8>,
     /// Opened on first use, inside the server's runtime.
     auth: OnceCell<(Database, Authenticator)>,
 }
@@ -65,6 +73,8 @@ pub struct RequestCtx {
     pub usage: Option<Usage>,
     pub upstream_first_byte: Option<Duration>,
     pub error_code: Option<&'static str>,
+    /// What DLP found in the request, per entity type.
+    pub dlp: Vec<EntitySummary>,
 }
 
 #[async_trait]
@@ -85,6 +95,7 @@ impl ProxyHttp for Gateway {
             usage: None,
             upstream_first_byte: None,
             error_code: None,
+            dlp: Vec::new(),
         }
     }
 
@@ -151,6 +162,7 @@ impl ProxyHttp for Gateway {
             key_id = ctx.principal.as_ref().map(|p| p.key.id.as_str()),
             provider = ctx.provider.as_deref(),
             error = ctx.error_code,
+            dlp = %ctx.dlp.iter().map(|d| format!("{}:{}", d.entity, d.count)).collect::<Vec<_>>().join(","),
             ms = ctx.started.elapsed().as_millis() as u64,
             "request"
         );
@@ -158,11 +170,12 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config, hash_key: Vec<u8>) -> Self {
         Self {
             catalogue: Catalogue::new(&config),
             upstreams: Upstreams::new(&config.providers),
             metrics: Arc::new(Metrics::new()),
+            hash_key,
             auth: OnceCell::new(),
             config,
         }
@@ -217,8 +230,14 @@ impl Gateway {
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let parsed = api::parse(api, content_type, &body)?;
+        let mut parsed = api::parse(api, content_type, &body)?;
         ctx.stream = parsed.stream;
+        // 4. DLP scan
+        let findings = match &self.config.dlp.scanner {
+            Some(scanner) => scan_request(scanner, api, &mut parsed.body),
+            None => Vec::new(),
+        };
+        ctx.dlp = summarize(&findings);
         // 6. route
         let entry = self.catalogue.entry(&parsed.model).ok_or_else(|| {
             ApiError::not_found(
@@ -238,8 +257,37 @@ impl Gateway {
             ));
         }
         let targets = self.catalogue.targets(&parsed.model);
+        // DLP actions, now that the route is known.
+        let mut pseudonyms = Pseudonyms::default();
+        if !findings.is_empty() {
+            let dlp = &self.config.dlp;
+            apply_request(api, &mut parsed.body, &findings, &dlp.actions, &self.hash_key, &mut pseudonyms).map_err(|blocked| {
+                ApiError::forbidden(
+                    "dlp_block",
+                    format!(
+                        "the request contains data that may not leave the organisation: {}; remove it and send the request again",
+                        blocked.join(", ")
+                    ),
+                )
+            })?;
+        }
+        let guard = self.response_guard(pseudonyms);
         // 7. forward
-        self.forward(session, ctx, &parsed, &targets).await
+        self.forward(session, ctx, &parsed, &targets, guard).await
+    }
+
+    fn response_guard(&self, pseudonyms: Pseudonyms) -> Option<ResponseGuard> {
+        let dlp = &self.config.dlp;
+        let pseudonyms = if dlp.restore_pseudonyms {
+            pseudonyms
+        } else {
+            Pseudonyms::default()
+        };
+        let output = dlp.scanner.as_ref().map(|scanner| OutputRules {
+            scanner: scanner.clone(),
+            redact: dlp.response_redact.clone(),
+        });
+        ResponseGuard::new(pseudonyms, output)
     }
 
     async fn authenticate(&self, session: &Session) -> Result<Principal, ApiError> {
@@ -308,6 +356,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         req: &ParsedRequest,
         targets: &[Target],
+        mut guard: Option<ResponseGuard>,
     ) -> Result<(), ApiError> {
         let mut last_error =
             ApiError::upstream(502, "none", "no upstream is configured for this model");
@@ -370,7 +419,8 @@ impl Gateway {
                     translation,
                     req.client_wants_stream_usage,
                     created,
-                );
+                )
+                .with_guard(guard.take());
                 return self.relay(session, ctx, exchange, relay, status).await;
             }
         }

@@ -47,7 +47,8 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     server.bootstrap();
     let http_listen = config.server.http_listen.clone();
     let https = config.server.https.clone();
-    let mut service = http_proxy_service(&server.configuration, Gateway::new(config));
+    let hash_key = dlp_hash_key(&config)?;
+    let mut service = http_proxy_service(&server.configuration, Gateway::new(config, hash_key));
     if let Some(addr) = &http_listen {
         service.add_tcp(addr);
         tracing::info!(%addr, "listening (http)");
@@ -65,4 +66,28 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     server.add_service(service);
     server.run(pingora::server::RunArgs::default());
     Ok(())
+}
+
+/// The configured DLP hash key, or a random one created once in the data directory so that
+/// hashes stay stable across restarts.
+fn dlp_hash_key(config: &Config) -> Result<Vec<u8>, ServeError> {
+    if let Some(key) = &config.dlp.hash_key {
+        return Ok(key.expose().as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("dlp-hash.key");
+    if let Ok(existing) = std::fs::read(&path) {
+        return Ok(existing);
+    }
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    let key = hex::encode(key).into_bytes();
+    std::fs::create_dir_all(&config.data_dir)
+        .and_then(|_| std::fs::write(&path, &key))
+        .map_err(|e| {
+            ServeError::Start(format!(
+                "cannot write the DLP hash key {}: {e}",
+                path.display()
+            ))
+        })?;
+    Ok(key)
 }

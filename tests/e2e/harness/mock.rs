@@ -253,14 +253,33 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                 })
             };
-            let first = chunk(
-                json!({"role": "assistant", "content": "Hello"}),
-                Value::Null,
-            );
-            let rest = vec![
-                chunk(json!({"content": " world"}), Value::Null),
-                chunk(json!({}), json!("stop")),
-            ];
+            let (first, rest) = if model == "echo-stream" {
+                // The echo in 3-character pieces, so that tokens are split across events.
+                let text: Vec<char> = format!("echo: {}", last_user_text(&v)).chars().collect();
+                let mut pieces: Vec<Value> = text
+                    .chunks(3)
+                    .map(|c| {
+                        chunk(
+                            json!({"content": c.iter().collect::<String>()}),
+                            Value::Null,
+                        )
+                    })
+                    .collect();
+                pieces.push(chunk(json!({}), json!("stop")));
+                let first = pieces.remove(0);
+                (first, pieces)
+            } else {
+                (
+                    chunk(
+                        json!({"role": "assistant", "content": "Hello"}),
+                        Value::Null,
+                    ),
+                    vec![
+                        chunk(json!({"content": " world"}), Value::Null),
+                        chunk(json!({}), json!("stop")),
+                    ],
+                )
+            };
             let usage_chunk = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage});
             tokio::spawn(async move {
                 let _ = tx.send(Ok(data(&first))).await;
@@ -283,7 +302,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
             Ok(sse(rx))
         }
         "/v1/chat/completions" => {
-            let message = if let Some(tool) = v["tools"][0]["function"]["name"].as_str() {
+            let message = if model == "leak" {
+                json!({"role": "assistant", "content": "the key is AKIAABCDEFGHIJKLMNOP, keep it safe"})
+            } else if let Some(tool) = v["tools"][0]["function"]["name"].as_str() {
                 json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": tool, "arguments": "{\"city\":\"Paris\"}"}}]})
             } else {
                 json!({"role": "assistant", "content": format!("echo: {}", last_user_text(&v))})
@@ -329,8 +350,9 @@ async fn anthropic(v: &Value, model: &str, _state: Arc<State>) -> Response<Body>
     }
     let (tx, rx) = mpsc::channel(16);
     let model = model.to_owned();
+    let echo = text.clone();
     tokio::spawn(async move {
-        let events = vec![
+        let events = [
             event(
                 "message_start",
                 json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 13, "output_tokens": 1}}}),
@@ -341,14 +363,6 @@ async fn anthropic(v: &Value, model: &str, _state: Arc<State>) -> Response<Body>
             ),
             event("ping", json!({"type": "ping"})),
             event(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}),
-            ),
-            event(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " world"}}),
-            ),
-            event(
                 "content_block_stop",
                 json!({"type": "content_block_stop", "index": 0}),
             ),
@@ -358,6 +372,27 @@ async fn anthropic(v: &Value, model: &str, _state: Arc<State>) -> Response<Body>
             ),
             event("message_stop", json!({"type": "message_stop"})),
         ];
+        // The text deltas go in before content_block_stop: the echo in 3-character pieces for
+        // `claude-echo`, so that tokens are split across events, else "Hello world".
+        let texts: Vec<String> = if model == "claude-echo" {
+            echo.chars()
+                .collect::<Vec<_>>()
+                .chunks(3)
+                .map(|c| c.iter().collect())
+                .collect()
+        } else {
+            vec!["Hello".into(), " world".into()]
+        };
+        let deltas = texts.into_iter().map(|t| {
+            event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}))
+        });
+        let stop_at = 3;
+        let events: Vec<Bytes> = events[..stop_at]
+            .iter()
+            .cloned()
+            .chain(deltas)
+            .chain(events[stop_at..].iter().cloned())
+            .collect();
         for e in events {
             let _ = tx.send(Ok(e)).await;
         }

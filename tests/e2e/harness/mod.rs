@@ -97,6 +97,15 @@ name = "slow-model"
 provider = "slowprov"
 upstream_model = "slow"
 [[models]]
+name = "echo-stream"
+provider = "openai"
+[[models]]
+name = "leak"
+provider = "openai"
+[[models]]
+name = "claude-echo"
+provider = "anthropic"
+[[models]]
 name = "gpt-test"
 aliases = ["gpt-alias"]
 provider = "openai"

@@ -1,0 +1,181 @@
+//! DLP in the gateway, end to end: what reaches the provider, what the client gets back, and
+//! what the gateway's log keeps.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, MockUpstream, Pki, standard_config};
+
+const EMAIL: &str = "alice.smith@example.com";
+const PHONE: &str = "13812345678";
+const CN_ID: &str = "11010519491231002X";
+
+fn prompt() -> String {
+    format!("Email {EMAIL} or call {PHONE}, 身份证号{CN_ID}，thanks. Again: {EMAIL}")
+}
+
+async fn setup() -> (MockUpstream, Gateway, tempfile::TempDir) {
+    let pki = Pki::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let files = pki.write(dir.path());
+    let mock = MockUpstream::start(&pki).await;
+    let gw = Gateway::start(&standard_config(&mock, &files));
+    (mock, gw, dir)
+}
+
+fn raw_values_absent(body: &[u8]) {
+    let text = String::from_utf8_lossy(body);
+    for v in [EMAIL, PHONE, CN_ID] {
+        assert!(!text.contains(v), "{v} reached the provider: {text}");
+    }
+}
+
+async fn post(gw: &Gateway, path: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(gw.url(path))
+        .bearer_auth(&gw.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn personal_data_is_pseudonymised_upstream_and_restored_for_the_client() {
+    let (mock, gw, _d) = setup().await;
+    let body = json!({"model": "gpt-test", "messages": [{"role": "system", "content": "You help."}, {"role": "user", "content": prompt()}]});
+    let resp = post(&gw, "/v1/chat/completions", body).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        format!("echo: {}", prompt())
+    );
+
+    let sent = &mock.requests()[0].body;
+    raw_values_absent(sent);
+    let sent: Value = serde_json::from_slice(sent).unwrap();
+    assert_eq!(
+        sent["messages"][1]["content"],
+        "Email ⟦EMAIL_ADDRESS_1⟧ or call ⟦PHONE_NUMBER_1⟧, 身份证号⟦CN_RESIDENT_ID_1⟧，thanks. Again: ⟦EMAIL_ADDRESS_1⟧"
+    );
+    // The log names types and counts, never values.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = gw.log();
+    assert!(log.contains("EMAIL_ADDRESS:2"), "{log}");
+    for v in [EMAIL, PHONE, CN_ID] {
+        assert!(!log.contains(v), "{v} reached the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_split_across_sse_events_are_restored() {
+    let (mock, gw, _d) = setup().await;
+    for model in ["echo-stream", "claude-echo"] {
+        let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": prompt()}]});
+        let resp = post(&gw, "/v1/chat/completions", body).await;
+        assert_eq!(resp.status(), 200, "{model}");
+        let text = resp.text().await.unwrap();
+        let mut content = String::new();
+        for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            if data == "[DONE]" {
+                continue;
+            }
+            let chunk: Value = serde_json::from_str(data).unwrap();
+            if let Some(c) = chunk["choices"][0]["delta"]["content"].as_str() {
+                content.push_str(c);
+            }
+        }
+        assert_eq!(content, format!("echo: {}", prompt()), "{model}");
+        assert!(
+            !text.contains('⟦'),
+            "{model}: a token reached the client: {text}"
+        );
+        assert!(text.ends_with("data: [DONE]\n\n"), "{model}");
+    }
+    for r in mock.requests() {
+        raw_values_absent(&r.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn native_messages_are_pseudonymised_and_restored() {
+    let (mock, gw, _d) = setup().await;
+    let body = json!({"model": "claude-test", "max_tokens": 50, "system": format!("User phone {PHONE}"), "messages": [{"role": "user", "content": [{"type": "text", "text": prompt()}]}]});
+    let resp = reqwest::Client::new()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &gw.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["content"][0]["text"], format!("echo: {}", prompt()));
+    let sent: Value = serde_json::from_slice(&mock.requests()[0].body).unwrap();
+    raw_values_absent(&mock.requests()[0].body);
+    // Numbering is unique across the whole request: the system prompt's phone is the same value.
+    assert_eq!(sent["system"], "User phone ⟦PHONE_NUMBER_1⟧");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_blocked_without_repeating_them() {
+    let (mock, gw, _d) = setup().await;
+    let token = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
+    let body = json!({"model": "gpt-test", "messages": [{"role": "user", "content": format!("deploy with {token}")}]});
+    let resp = post(&gw, "/v1/chat/completions", body).await;
+    assert_eq!(resp.status(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "dlp_block");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("SECRET_GITHUB_TOKEN"), "{msg}");
+    assert!(!msg.contains(token));
+    assert!(
+        mock.requests().is_empty(),
+        "a blocked request reached the provider"
+    );
+    // Tool-call arguments are scanned too.
+    let body = json!({"model": "gpt-test", "messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "deploy", "arguments": format!("{{\"token\":\"{token}\"}}")}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+    ]});
+    assert_eq!(post(&gw, "/v1/chat/completions", body).await.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_in_model_output_are_redacted() {
+    let (_mock, gw, _d) = setup().await;
+    let body =
+        json!({"model": "leak", "messages": [{"role": "user", "content": "what is the key?"}]});
+    let v: Value = post(&gw, "/v1/chat/completions", body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "the key is [SECRET_AWS_ACCESS_KEY], keep it safe"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configured_actions_apply_per_entity_type() {
+    let pki = Pki::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let files = pki.write(dir.path());
+    let mock = MockUpstream::start(&pki).await;
+    let config = standard_config(&mock, &files)
+        + "\n[dlp.actions]\ndefault = \"allow\"\nEMAIL_ADDRESS = \"redact\"\nPHONE_NUMBER = \"mask:4\"\nCN_RESIDENT_ID = \"hash\"\n";
+    let gw = Gateway::start(&config);
+    let body = json!({"model": "gpt-test", "input": "x", "messages": [{"role": "user", "content": prompt()}]});
+    assert_eq!(post(&gw, "/v1/chat/completions", body).await.status(), 200);
+    let sent: Value = serde_json::from_slice(&mock.requests()[0].body).unwrap();
+    let content = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("Email [EMAIL_ADDRESS] or call *******5678, 身份证号[CN_RESIDENT_ID:"),
+        "{content}"
+    );
+    assert!(!content.contains(CN_ID));
+}
