@@ -28,12 +28,49 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Scan text with the DLP rule packs, test the packs, or rewrite text.
+    Dlp {
+        /// The directory of rule packs.
+        #[arg(long, global = true, default_value = "dlp-rules")]
+        rules: PathBuf,
+        /// Only these packs (comma-separated names).
+        #[arg(long, global = true, value_delimiter = ',')]
+        packs: Option<Vec<String>>,
+        #[command(subcommand)]
+        command: DlpCommand,
+    },
     /// Manage API keys.
     Keys {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlpCommand {
+    /// Print every finding in FILE (or standard input): entity, byte offsets, confidence, rule.
+    Scan {
+        /// One JSON object per finding per line.
+        #[arg(long)]
+        json: bool,
+        /// Also print the matched text (never done by default).
+        #[arg(long)]
+        show_values: bool,
+        /// A file, or - for standard input.
+        #[arg(default_value = "-")]
+        input: String,
+    },
+    /// Run every rule's positive and negative examples; exits non-zero on any failure.
+    Test,
+    /// Print the text with actions applied, e.g. --action EMAIL_ADDRESS=pseudonymise
+    /// --action default=redact (the default for unnamed types is redact).
+    Mask {
+        #[arg(long = "action", value_name = "ENTITY=ACTION")]
+        actions: Vec<String>,
+        #[arg(default_value = "-")]
+        input: String,
     },
 }
 
@@ -117,6 +154,11 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Dlp {
+            rules,
+            packs,
+            command,
+        } => dlp(&rules, packs.as_deref(), command),
         Command::Keys { config, command } => {
             let url = cordon_router::config::database_url(config.as_deref())
                 .map_err(|e| e.to_string())?;
@@ -209,4 +251,111 @@ async fn keys(database_url: &str, command: KeysCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn read_input(input: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    if input == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+    } else {
+        text = std::fs::read_to_string(input).map_err(|e| format!("cannot read {input}: {e}"))?;
+    }
+    Ok(text)
+}
+
+fn dlp(
+    rules: &std::path::Path,
+    packs: Option<&[String]>,
+    command: DlpCommand,
+) -> Result<(), String> {
+    use cordon_router::dlp::{self, Action, ActionTable, Pseudonyms, Scanner};
+    let packs = dlp::load_packs(rules, packs).map_err(|e| e.to_string())?;
+    let scanner = Scanner::new(&packs).map_err(|e| e.to_string())?;
+    match command {
+        DlpCommand::Scan {
+            json,
+            show_values,
+            input,
+        } => {
+            let text = read_input(&input)?;
+            let findings = scanner.scan(&text);
+            if !json {
+                println!(
+                    "{:<22} {:>8} {:>8} {:>5}  RULE",
+                    "ENTITY", "START", "END", "CONF"
+                );
+            }
+            for f in findings {
+                let value = show_values.then(|| &text[f.start..f.end]);
+                if json {
+                    let mut line = serde_json::json!({
+                        "entity": &*f.entity, "start": f.start, "end": f.end,
+                        "confidence": (f64::from(f.confidence) * 100.0).round() / 100.0, "rule": &*f.rule,
+                    });
+                    if let Some(v) = value {
+                        line["value"] = serde_json::json!(v);
+                    }
+                    println!("{line}");
+                } else {
+                    println!(
+                        "{:<22} {:>8} {:>8} {:>5.2}  {}{}",
+                        f.entity,
+                        f.start,
+                        f.end,
+                        f.confidence,
+                        f.rule,
+                        value.map(|v| format!("  {v:?}")).unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        DlpCommand::Test => {
+            let results = dlp::examples::check(&scanner);
+            let failed: usize = results.iter().filter(|r| !r.failures.is_empty()).count();
+            for r in &results {
+                if r.failures.is_empty() {
+                    println!("PASS {}", r.rule);
+                } else {
+                    println!("FAIL {}", r.rule);
+                    for f in &r.failures {
+                        println!("     {f}");
+                    }
+                }
+            }
+            println!("{} passed, {} failed", results.len() - failed, failed);
+            if failed > 0 {
+                return Err(format!("{failed} rules failed their examples"));
+            }
+            Ok(())
+        }
+        DlpCommand::Mask { actions, input } => {
+            let mut table = ActionTable::new(Action::Redact);
+            for a in actions {
+                let (entity, action) = a
+                    .split_once('=')
+                    .ok_or_else(|| format!("--action {a}: write ENTITY=ACTION"))?;
+                let action: Action = action.parse().map_err(|e| format!("--action {a}: {e}"))?;
+                if entity == "default" {
+                    table.default = action;
+                } else {
+                    table = table.with(entity, action);
+                }
+            }
+            let text = read_input(&input)?;
+            let findings = scanner.scan(&text);
+            let mut pseudonyms = Pseudonyms::default();
+            let key = std::env::var("CORDON_DLP_HASH_KEY").unwrap_or_default();
+            match dlp::actions::apply(&text, &findings, &table, key.as_bytes(), &mut pseudonyms) {
+                Ok(out) => {
+                    print!("{out}");
+                    Ok(())
+                }
+                Err(blocked) => Err(format!("blocked: the text contains {}", blocked.join(", "))),
+            }
+        }
+    }
 }

@@ -179,3 +179,67 @@ async fn configured_actions_apply_per_entity_type() {
     );
     assert!(!content.contains(CN_ID));
 }
+
+#[test]
+fn dlp_cli_scan_test_and_mask() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../dlp-rules");
+    let text = "电话13812345678谢谢，邮箱alice@example.com";
+    let run = |args: &[&str]| {
+        let mut child = Command::new(crate::harness::gateway::BIN)
+            .args(["dlp", "--rules", rules])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.success(), String::from_utf8(out.stdout).unwrap())
+    };
+    let (ok, out) = run(&["scan", "--json", "-"]);
+    assert!(ok);
+    let findings: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(findings.len(), 2);
+    // Offsets are UTF-8 byte offsets into the input.
+    let (s, e) = (
+        findings[0]["start"].as_u64().unwrap() as usize,
+        findings[0]["end"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(&text[s..e], "13812345678");
+    assert_eq!(findings[0]["entity"], "PHONE_NUMBER");
+    assert_eq!(findings[1]["rule"], "global/email");
+    assert!(
+        !out.contains("alice@example.com"),
+        "values are printed only with --show-values"
+    );
+    let (_, out) = run(&["scan", "--json", "--show-values", "-"]);
+    assert!(out.contains("\"value\":\"alice@example.com\""));
+    let (ok, out) = run(&[
+        "--packs",
+        "global",
+        "mask",
+        "--action",
+        "EMAIL_ADDRESS=pseudonymise",
+        "-",
+    ]);
+    assert!(ok);
+    // Only the global pack: Chinese mobile numbers are the cn pack's.
+    assert_eq!(out, "电话13812345678谢谢，邮箱⟦EMAIL_ADDRESS_1⟧");
+    let (ok, out) = run(&["mask", "--action", "EMAIL_ADDRESS=pseudonymise", "-"]);
+    assert!(ok);
+    assert_eq!(out, "电话[PHONE_NUMBER]谢谢，邮箱⟦EMAIL_ADDRESS_1⟧");
+    let (ok, out) = run(&["test"]);
+    assert!(ok, "{out}");
+    assert!(out.contains(" 0 failed"));
+}
