@@ -92,3 +92,21 @@ fn secrets_are_gated_and_found() {
         [("SECRET_GITHUB_TOKEN".into(), key.into())]
     );
 }
+
+#[test]
+fn custom_dictionaries_match_whole_terms() {
+    let dir = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dlp-rules/examples"
+    ));
+    let s = Scanner::new(&load_packs(dir, None).unwrap()).unwrap();
+    let text = "Status of project bluefin for Contoso Holdings; 天穹计划进展; not Fabrikamx, nor fabrikam.";
+    assert_eq!(
+        entities(&s, text),
+        [
+            ("CUSTOM_PROJECTS".into(), "project bluefin".into()),
+            ("CUSTOM_CUSTOMERS".into(), "Contoso Holdings".into()),
+            ("CUSTOM_PROJECTS".into(), "天穹计划".into()),
+        ]
+    );
+}
