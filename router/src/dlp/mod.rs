@@ -3,6 +3,8 @@
 //! pseudonymise, block). No Pingora here: the gateway calls in from its phases.
 
 pub mod actions;
+#[doc(hidden)]
+pub mod corpus;
 pub mod engine;
 pub mod examples;
 pub mod json;

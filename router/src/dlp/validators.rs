@@ -78,6 +78,11 @@ pub fn luhn(text: &str) -> bool {
     if !matches!(d[0], 3..=6) && !(2221..=2720).contains(&prefix4) {
         return false;
     }
+    // An 18-digit number shaped like a resident ID (province and birth date) is not a card,
+    // even when it happens to pass Luhn (one in ten do).
+    if d.len() == 18 && cn_id_shaped(&d) {
+        return false;
+    }
     let sum: u32 = d
         .iter()
         .rev()
@@ -240,13 +245,23 @@ pub fn cn_resident_id(text: &str) -> bool {
     }
 }
 
+/// Province code and a real birth date where a resident ID has them (digits as values 0-9).
+fn cn_id_shaped(d: &[u8]) -> bool {
+    let n = |r: std::ops::Range<usize>| d[r].iter().fold(0u32, |a, &x| a * 10 + u32::from(x));
+    d.len() >= 14 && cn_province_code(n(0..2)) && real_date(n(6..10), n(10..12), n(12..14))
+}
+
 fn num(d: &[u8]) -> u32 {
     d.iter().fold(0, |acc, &c| acc * 10 + u32::from(c - b'0'))
 }
 
 fn cn_province(code: &[u8]) -> bool {
+    cn_province_code(num(code))
+}
+
+fn cn_province_code(code: u32) -> bool {
     matches!(
-        num(code),
+        code,
         11..=15 | 21..=23 | 31..=37 | 41..=46 | 50..=54 | 61..=65 | 71 | 81 | 82 | 83 | 91
     )
 }
@@ -266,7 +281,9 @@ fn real_date(year: u32, month: u32, day: u32) -> bool {
 }
 
 /// Chinese Unified Social Credit Codes (GB 32100): 18 symbols from a 31-symbol alphabet without
-/// I, O, S, V, Z; check symbol with weights 3^i mod 31.
+/// I, O, S, V, Z; a registration authority and category code; the embedded organisation code
+/// (positions 9-17, GB 11714) with its own mod-11 check; and the final check symbol with weights
+/// 3^i mod 31. A digit string shaped like a resident ID is not taken for a code.
 pub fn cn_uscc(text: &str) -> bool {
     const ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
     let s = alnum_upper(text);
@@ -284,6 +301,15 @@ pub fn cn_uscc(text: &str) -> bool {
     if s.iter().all(|&c| c == s[0]) {
         return false;
     }
+    if !b"123456789ANY".contains(&s[0]) || !b"1239".contains(&s[1]) || !org_code(&s[8..17]) {
+        return false;
+    }
+    if s[..17].iter().all(u8::is_ascii_digit) {
+        let d: Vec<u8> = s[..17].iter().map(|c| c - b'0').collect();
+        if cn_id_shaped(&d) {
+            return false;
+        }
+    }
     let mut weight = 1u32;
     let mut sum = 0u32;
     for v in &values[..17] {
@@ -291,6 +317,25 @@ pub fn cn_uscc(text: &str) -> bool {
         weight = weight * 3 % 31;
     }
     (31 - sum % 31) % 31 == values[17]
+}
+
+/// GB 11714 organisation codes: eight digits or letters and a mod-11 check (10 is `X`).
+fn org_code(s: &[u8]) -> bool {
+    const WEIGHTS: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
+    let value = |c: u8| {
+        if c.is_ascii_digit() {
+            u32::from(c - b'0')
+        } else {
+            u32::from(c - b'A') + 10
+        }
+    };
+    let sum: u32 = s[..8].iter().zip(WEIGHTS).map(|(&c, w)| value(c) * w).sum();
+    let check = match 11 - sum % 11 {
+        11 => b'0',
+        10 => b'X',
+        n => b'0' + n as u8,
+    };
+    s[8] == check
 }
 
 /// Hong Kong identity cards: one or two letters, six digits, a check digit or A (mod 11).

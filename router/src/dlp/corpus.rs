@@ -1,0 +1,416 @@
+//! A labelled corpus generator for measuring the scanner: English and Chinese sentences with
+//! personal data right next to Chinese characters, in full-width digits, broken by spaces or
+//! dashes, and hard negatives (look-alikes that fail their checksums, order numbers, timestamps,
+//! amounts, version strings). Used by the quality test and the benches; deterministic per seed.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// One sentence and the entities it holds, as byte spans.
+pub struct Sample {
+    pub text: String,
+    pub labels: Vec<(&'static str, usize, usize)>,
+    /// True when the sentence is a hard negative: nothing in it may be found.
+    pub negative: bool,
+}
+
+pub struct Generator {
+    rng: StdRng,
+}
+
+const PROVINCES: [u32; 12] = [11, 12, 13, 31, 32, 33, 37, 44, 45, 51, 61, 65];
+const TEMPLATES_EN: [&str; 6] = [
+    "Please contact me at {} before Friday.",
+    "My details: {}. Thanks!",
+    "The customer record shows {} as primary.",
+    "Send it to {}, it is urgent",
+    "({}) was in the ticket",
+    "Value={}; end",
+];
+const TEMPLATES_ZH: [&str; 6] = [
+    "请联系{}，谢谢。",
+    "客户资料：{}。",
+    "他的信息是{}请核实",
+    "（{}）已登记",
+    "记录{}无误",
+    "号码{}，",
+];
+
+impl Generator {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    fn digits(&mut self, n: usize) -> String {
+        (0..n)
+            .map(|_| char::from(b'0' + self.rng.random_range(0..10u8)))
+            .collect()
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.rng.random_range(0..items.len())]
+    }
+
+    /// A sentence around `value`; returns the sample with the value's span labelled.
+    fn sentence(&mut self, entity: &'static str, value: &str, negative: bool) -> Sample {
+        let template = if self.rng.random_bool(0.5) {
+            self.pick(&TEMPLATES_EN)
+        } else {
+            self.pick(&TEMPLATES_ZH)
+        };
+        let (before, after) = template.split_once("{}").unwrap_or((template, ""));
+        let text = format!("{before}{value}{after}");
+        let labels = if negative {
+            Vec::new()
+        } else {
+            vec![(entity, before.len(), before.len() + value.len())]
+        };
+        Sample {
+            text,
+            labels,
+            negative,
+        }
+    }
+
+    /// Full-width digits for some values, as people type them in Chinese input methods.
+    fn maybe_full_width(&mut self, v: String) -> String {
+        if self.rng.random_bool(0.15) {
+            v.chars()
+                .map(|c| {
+                    if c.is_ascii_digit() {
+                        char::from_u32(c as u32 - 0x30 + 0xFF10).unwrap_or(c)
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        } else {
+            v
+        }
+    }
+
+    fn luhn_digit(body: &str) -> char {
+        let sum: u32 = body
+            .bytes()
+            .rev()
+            .enumerate()
+            .map(|(i, b)| {
+                let d = u32::from(b - b'0');
+                if i % 2 == 0 {
+                    let x = d * 2;
+                    if x > 9 { x - 9 } else { x }
+                } else {
+                    d
+                }
+            })
+            .sum();
+        char::from(b'0' + ((10 - sum % 10) % 10) as u8)
+    }
+
+    pub fn card(&mut self, valid: bool) -> String {
+        let (prefix, len) = match self.rng.random_range(0..4) {
+            0 => ("4".to_owned(), 16),
+            1 => (format!("5{}", self.rng.random_range(1..6)), 16),
+            2 => (
+                "62".to_owned(),
+                if self.rng.random_bool(0.5) { 16 } else { 19 },
+            ),
+            _ => ("37".to_owned(), 15),
+        };
+        let rest = self.digits(len - 1 - prefix.len());
+        let body = format!("{prefix}{rest}");
+        let mut check = Self::luhn_digit(&body);
+        if !valid {
+            check =
+                char::from(b'0' + ((check as u8 - b'0' + 1 + self.rng.random_range(0..8)) % 10));
+        }
+        let number = format!("{body}{check}");
+        match self.rng.random_range(0..3) {
+            0 if len == 16 => number
+                .as_bytes()
+                .chunks(4)
+                .map(|c| std::str::from_utf8(c).unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(" "),
+            1 if len == 16 => number
+                .as_bytes()
+                .chunks(4)
+                .map(|c| std::str::from_utf8(c).unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("-"),
+            _ => number,
+        }
+    }
+
+    pub fn cn_id(&mut self, valid: bool) -> String {
+        const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+        const M: &[u8; 11] = b"10X98765432";
+        let province = PROVINCES[self.rng.random_range(0..PROVINCES.len())];
+        let body = format!(
+            "{province}{:04}{}{:02}{:02}{}",
+            self.rng.random_range(100..9999),
+            self.rng.random_range(1950..2006),
+            self.rng.random_range(1..13),
+            self.rng.random_range(1..29),
+            self.digits(3)
+        );
+        let sum: u32 = body
+            .bytes()
+            .zip(W)
+            .map(|(b, w)| u32::from(b - b'0') * w)
+            .sum();
+        let mut check = M[(sum % 11) as usize];
+        if !valid {
+            check = M[((sum + 1 + self.rng.random_range(0..9)) % 11) as usize];
+        }
+        format!("{body}{}", check as char)
+    }
+
+    pub fn iban(&mut self, valid: bool) -> String {
+        let (country, bban) = match self.rng.random_range(0..3) {
+            0 => ("DE", self.digits(18)),
+            1 => (
+                "GB",
+                format!(
+                    "{}{}",
+                    self.pick(&["WEST", "BARC", "NWBK", "LOYD"]),
+                    self.digits(14)
+                ),
+            ),
+            _ => ("FR", format!("{}{}", self.digits(21), self.digits(2))),
+        };
+        let numeric: String = format!("{bban}{country}00")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_uppercase() {
+                    (c as u32 - 55).to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        let rem = numeric
+            .bytes()
+            .fold(0u32, |r, b| (r * 10 + u32::from(b - b'0')) % 97);
+        let mut check = 98 - rem;
+        if !valid {
+            // Any other value in 1..=98 fails mod 97.
+            let shift = 1 + self.rng.random_range(0..40);
+            check = if check > 50 {
+                check - shift
+            } else {
+                check + shift
+            };
+        }
+        format!("{country}{check:02}{bban}")
+    }
+
+    pub fn uscc(&mut self, valid: bool) -> String {
+        const A: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
+        let mut body: Vec<u8> = vec![b'9', b'1'];
+        body.extend(self.digits(6).bytes());
+        // The organisation code (GB 11714): eight symbols and their mod-11 check.
+        let mut org_sum = 0u32;
+        for w in [3u32, 7, 9, 10, 5, 8, 4, 2] {
+            let c = A[self.rng.random_range(0..31)];
+            org_sum += w * if c.is_ascii_digit() {
+                u32::from(c - b'0')
+            } else {
+                u32::from(c - b'A') + 10
+            };
+            body.push(c);
+        }
+        body.push(match 11 - org_sum % 11 {
+            11 => b'0',
+            10 => b'X',
+            n => b'0' + n as u8,
+        });
+        let mut w = 1u32;
+        let mut sum = 0u32;
+        for c in &body {
+            sum += A.iter().position(|a| a == c).unwrap_or(0) as u32 * w;
+            w = w * 3 % 31;
+        }
+        let mut check = (31 - sum % 31) % 31;
+        if !valid {
+            check = (check + 1 + self.rng.random_range(0..29)) % 31;
+        }
+        body.push(A[check as usize]);
+        String::from_utf8(body).unwrap_or_default()
+    }
+
+    pub fn cn_mobile(&mut self) -> String {
+        let n = format!("1{}{}", self.rng.random_range(3..10), self.digits(9));
+        match self.rng.random_range(0..4) {
+            0 => format!("+86 {} {} {}", &n[..3], &n[3..7], &n[7..]),
+            1 => format!("{}-{}-{}", &n[..3], &n[3..7], &n[7..]),
+            _ => n,
+        }
+    }
+
+    pub fn email(&mut self) -> String {
+        let user = self.pick(&[
+            "alice",
+            "wang.wei",
+            "li_na88",
+            "j.smith",
+            "zhang-san",
+            "ops+alerts",
+        ]);
+        let domain = self.pick(&[
+            "example.com",
+            "mail.example.cn",
+            "corp.example.co.uk",
+            "qq.com",
+        ]);
+        format!("{user}{}@{domain}", self.rng.random_range(0..100))
+    }
+
+    pub fn ssn(&mut self) -> String {
+        format!(
+            "{:03}-{:02}-{:04}",
+            self.rng.random_range(1..666),
+            self.rng.random_range(1..100),
+            self.rng.random_range(1..10000)
+        )
+    }
+
+    /// Numbers that look like data but are not: they must produce no finding.
+    pub fn hard_negative(&mut self) -> String {
+        match self.rng.random_range(0..8) {
+            0 => format!("订单号{}", format_args!("20{}", self.digits(16))),
+            1 => format!(
+                "2024-{:02}-{:02} {:02}:{:02}:{:02}",
+                self.rng.random_range(1..13),
+                self.rng.random_range(1..29),
+                self.rng.random_range(0..24),
+                self.rng.random_range(0..60),
+                self.rng.random_range(0..60)
+            ),
+            2 => format!(
+                "¥{},{:03}.{:02}",
+                self.rng.random_range(1..999),
+                self.rng.random_range(0..1000),
+                self.rng.random_range(0..100)
+            ),
+            3 => format!(
+                "v{}.{}.{}",
+                self.rng.random_range(0..20),
+                self.rng.random_range(0..50),
+                self.rng.random_range(0..200)
+            ),
+            4 => format!(
+                "timestamp {}",
+                1_600_000_000 + self.rng.random_range(0..100_000_000u64)
+            ),
+            5 => format!(
+                "build 10.0.{}.{}",
+                self.rng.random_range(10000..30000),
+                self.rng.random_range(1..999)
+            ),
+            6 => format!(
+                "$1,{:03},{:03}.{:02}",
+                self.rng.random_range(0..1000),
+                self.rng.random_range(0..1000),
+                self.rng.random_range(0..100)
+            ),
+            _ => format!("ticket #{}", self.digits(7)),
+        }
+    }
+
+    /// One labelled sample of a random kind.
+    pub fn sample(&mut self) -> Sample {
+        match self.rng.random_range(0..14) {
+            0 => {
+                let v = self.card(true);
+                let v = self.maybe_full_width(v);
+                self.sentence("CREDIT_CARD", &v, false)
+            }
+            1 => {
+                let v = self.cn_id(true);
+                let v = self.maybe_full_width(v);
+                self.sentence("CN_RESIDENT_ID", &v, false)
+            }
+            2 => {
+                let v = self.iban(true);
+                self.sentence("IBAN_CODE", &v, false)
+            }
+            3 => {
+                let v = self.uscc(true);
+                self.sentence("CN_USCC", &v, false)
+            }
+            4 => {
+                let v = self.cn_mobile();
+                let v = self.maybe_full_width(v);
+                self.sentence("PHONE_NUMBER", &v, false)
+            }
+            5 => {
+                let v = self.email();
+                self.sentence("EMAIL_ADDRESS", &v, false)
+            }
+            6 => {
+                let v = format!("SSN {}", self.ssn());
+                let mut s = self.sentence("US_SSN", &v, false);
+                if let Some(l) = s.labels.first_mut() {
+                    l.1 += 4;
+                }
+                s
+            }
+            7 => {
+                let v = self.card(false);
+                self.sentence("CREDIT_CARD", &v, true)
+            }
+            8 => {
+                let v = self.cn_id(false);
+                self.sentence("CN_RESIDENT_ID", &v, true)
+            }
+            9 => {
+                let v = self.iban(false);
+                self.sentence("IBAN_CODE", &v, true)
+            }
+            10 => {
+                let v = self.uscc(false);
+                self.sentence("CN_USCC", &v, true)
+            }
+            _ => {
+                let v = self.hard_negative();
+                self.sentence("NONE", &v, true)
+            }
+        }
+    }
+
+    /// Mixed Chinese and English prose with a sparse sprinkling of personal data, `bytes` long.
+    pub fn prose(&mut self, bytes: usize, dense_digits: bool) -> String {
+        const FILLER: [&str; 6] = [
+            "The quarterly review covers revenue, headcount and the roadmap for the next release. ",
+            "本季度的业务回顾包括收入、人员和下一版本的路线图，请各部门按时提交材料。",
+            "We met the customer on site and agreed on the migration plan and its milestones. ",
+            "会议纪要：双方确认了迁移方案以及各阶段的交付时间，后续将每周同步进展。",
+            "Please review the attached design document and leave comments by Thursday. ",
+            "请在周四之前审阅附件中的设计文档并提出修改意见，谢谢大家的配合。",
+        ];
+        let mut out = String::with_capacity(bytes + 256);
+        while out.len() < bytes {
+            if dense_digits {
+                let s = self.hard_negative();
+                out.push_str(&s);
+                out.push_str(if self.rng.random_bool(0.5) {
+                    "，金额"
+                } else {
+                    "; qty "
+                });
+                let n = self.rng.random_range(1..9);
+                out.push_str(&self.digits(n));
+                out.push(' ');
+            } else {
+                out.push_str(FILLER[self.rng.random_range(0..FILLER.len())]);
+            }
+            if self.rng.random_range(0..20) == 0 {
+                out.push_str(&self.sample().text);
+            }
+        }
+        out
+    }
+}
