@@ -38,12 +38,19 @@ pub struct Scanner {
 }
 
 struct Pii {
-    /// Leftmost-first, for finding the next candidate start and each pattern's span.
+    /// Leftmost-first over every pattern: where the next candidate starts.
     first: MetaRegex,
-    /// All-matches, for the set of patterns that match at a candidate start.
+    /// All-matches over every pattern: which patterns match at a candidate start.
     all: MetaRegex,
+    /// Each pattern alone, for its span at a candidate start. Small regexes searched over a
+    /// short span stay on the fast engines, where a per-pattern anchored search of the big
+    /// regexes would fall back to the PikeVM.
+    each: Vec<MetaRegex>,
     pattern_rule: Vec<usize>,
 }
+
+/// The longest personal-data match considered (an e-mail address is at most 254 bytes).
+const MAX_PII_LEN: usize = 320;
 
 struct Secrets {
     keywords: AhoCorasick,
@@ -94,16 +101,27 @@ impl Scanner {
             None
         } else {
             let syntax = syntax::Config::new().unicode(false).utf8(false);
-            let build = |kind: MatchKind| {
+            let build = |kind: MatchKind, patterns: &[&str]| {
                 MetaRegex::builder()
                     .syntax(syntax)
-                    .configure(MetaRegex::config().match_kind(kind).utf8_empty(false))
-                    .build_many(&patterns)
+                    // A large lazy-DFA cache: dense digit text visits many states, and a
+                    // cache that keeps being cleared makes the engine give up to the PikeVM.
+                    .configure(
+                        MetaRegex::config()
+                            .match_kind(kind)
+                            .utf8_empty(false)
+                            .hybrid_cache_capacity(32 << 20),
+                    )
+                    .build_many(patterns)
                     .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))
             };
             Some(Pii {
-                first: build(MatchKind::LeftmostFirst)?,
-                all: build(MatchKind::All)?,
+                first: build(MatchKind::LeftmostFirst, &patterns)?,
+                all: build(MatchKind::All, &patterns)?,
+                each: patterns
+                    .iter()
+                    .map(|p| build(MatchKind::LeftmostFirst, &[p]))
+                    .collect::<Result<_, _>>()?,
                 pattern_rule,
             })
         };
@@ -244,17 +262,16 @@ impl Scanner {
                 pos = s + hay[s..].iter().take_while(|b| b.is_ascii_digit()).count();
                 continue;
             }
+            let end = (s + MAX_PII_LEN).min(hay.len());
             set.clear();
             pii.all.which_overlapping_matches(
-                &Input::new(hay).span(s..hay.len()).anchored(Anchored::Yes),
+                &Input::new(hay).span(s..end).anchored(Anchored::Yes),
                 &mut set,
             );
             let mut furthest_validated = None;
             for pid in set.iter() {
-                let input = Input::new(hay)
-                    .span(s..hay.len())
-                    .anchored(Anchored::Pattern(pid));
-                let Some(pm) = pii.first.search(&input) else {
+                let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
+                let Some(pm) = pii.each[pid.as_usize()].search(&input) else {
                     continue;
                 };
                 let rule = pii.pattern_rule[pid.as_usize()];
