@@ -115,9 +115,19 @@ impl Scanner {
                     .build_many(patterns)
                     .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))
             };
+            // Candidates start only where the previous byte is not an ASCII letter, digit or
+            // underscore. Without this, an unanchored search restarts every digit-counting
+            // pattern at every digit, and the lazy DFA's states multiply until it gives up.
+            // Chinese characters are not ASCII word bytes, so `电话13812345678` still starts a
+            // candidate; `tel13812345678` does not.
+            let started: Vec<String> = patterns
+                .iter()
+                .map(|p| format!(r"\b{{start-half}}(?:{p})"))
+                .collect();
+            let started: Vec<&str> = started.iter().map(String::as_str).collect();
             Some(Pii {
-                first: build(MatchKind::LeftmostFirst, &patterns)?,
-                all: build(MatchKind::All, &patterns)?,
+                first: build(MatchKind::LeftmostFirst, &started)?,
+                all: build(MatchKind::All, &started)?,
                 each: patterns
                     .iter()
                     .map(|p| build(MatchKind::LeftmostFirst, &[p]))
@@ -159,8 +169,10 @@ impl Scanner {
                     )));
                 }
             }
+            // A DFA: the keyword gate runs over every byte of every request.
             let keywords = AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                 .build(&words)
                 .map_err(|e| DlpError::Compile(format!("secret keywords: {e}")))?;
             Some(Secrets {
@@ -378,15 +390,20 @@ fn bounded(hay: &[u8], start: usize, end: usize, boundary: Boundary) -> bool {
     before_ok && after_ok
 }
 
-/// A context word (ASCII case-insensitive) within the window around a match.
+/// A context word (ASCII case-insensitive; words are stored lower-case) within the window around
+/// a match.
 fn has_context(hay: &[u8], start: usize, end: usize, words: &[String]) -> bool {
     let from = start.saturating_sub(CONTEXT_BEFORE);
     let to = (end + CONTEXT_AFTER).min(hay.len());
-    let window = &hay[from..to];
-    words.iter().any(|w| {
-        let w = w.as_bytes();
-        window.len() >= w.len() && window.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w))
-    })
+    let mut window = [0u8; CONTEXT_BEFORE + CONTEXT_AFTER + MAX_PII_LEN];
+    let len = (to - from).min(window.len());
+    for (w, b) in window.iter_mut().zip(&hay[from..from + len]) {
+        *w = b.to_ascii_lowercase();
+    }
+    let window = &window[..len];
+    words
+        .iter()
+        .any(|w| memchr::memmem::find(window, w.as_bytes()).is_some())
 }
 
 /// Keeps the best of each group of overlapping candidates.

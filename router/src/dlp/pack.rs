@@ -207,7 +207,7 @@ impl Pack {
                 keywords: r.keywords,
                 validator: r.validator,
                 min_entropy: r.min_entropy.unwrap_or(3.0),
-                context: r.context,
+                context: r.context.iter().map(|w| w.to_ascii_lowercase()).collect(),
                 context_required: r.context_required,
                 base_confidence: base,
                 validated_confidence: r.validated_confidence.unwrap_or(0.95).max(base),
