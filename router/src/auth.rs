@@ -60,12 +60,7 @@ impl Authenticator {
             None => {
                 let found = self.store.find_by_hash(&key_hash).await.map_err(|e| {
                     tracing::error!(error = %e, "API key lookup failed");
-                    ApiError::new(
-                        503,
-                        "api_error",
-                        "auth_unavailable",
-                        "the key store is unavailable; try again shortly",
-                    )
+                    ApiError::auth_unavailable()
                 })?;
                 let key = found.ok_or_else(|| {
                     ApiError::unauthorized("unknown API key; create one with `cordon keys create`")

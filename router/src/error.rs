@@ -65,6 +65,16 @@ impl ApiError {
         )
     }
 
+    /// The key store cannot be reached: authentication fails closed.
+    pub fn auth_unavailable() -> Self {
+        Self::new(
+            503,
+            "api_error",
+            "auth_unavailable",
+            "the key store is unavailable; try again shortly",
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "api_error", "internal_error", message)
     }

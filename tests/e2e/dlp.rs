@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, MockUpstream, Pki, standard_config};
+use crate::harness::{Fixture, Gateway};
 
 const EMAIL: &str = "alice.smith@example.com";
 const PHONE: &str = "13812345678";
@@ -15,13 +15,10 @@ fn prompt() -> String {
     format!("Email {EMAIL} or call {PHONE}, 身份证号{CN_ID}，thanks. Again: {EMAIL}")
 }
 
-async fn setup() -> (MockUpstream, Gateway, tempfile::TempDir) {
-    let pki = Pki::generate();
-    let dir = tempfile::tempdir().unwrap();
-    let files = pki.write(dir.path());
-    let mock = MockUpstream::start(&pki).await;
-    let gw = Gateway::start(&standard_config(&mock, &files));
-    (mock, gw, dir)
+async fn setup() -> (Fixture, Gateway) {
+    let fx = Fixture::start().await;
+    let gw = Gateway::start(&fx.config());
+    (fx, gw)
 }
 
 fn raw_values_absent(body: &[u8]) {
@@ -43,7 +40,8 @@ async fn post(gw: &Gateway, path: &str, body: Value) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn personal_data_is_pseudonymised_upstream_and_restored_for_the_client() {
-    let (mock, gw, _d) = setup().await;
+    let (fx, gw) = setup().await;
+    let mock = &fx.mock;
     let body = json!({"model": "gpt-test", "messages": [{"role": "system", "content": "You help."}, {"role": "user", "content": prompt()}]});
     let resp = post(&gw, "/v1/chat/completions", body).await;
     assert_eq!(resp.status(), 200);
@@ -71,7 +69,8 @@ async fn personal_data_is_pseudonymised_upstream_and_restored_for_the_client() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_split_across_sse_events_are_restored() {
-    let (mock, gw, _d) = setup().await;
+    let (fx, gw) = setup().await;
+    let mock = &fx.mock;
     for model in ["echo-stream", "claude-echo"] {
         let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": prompt()}]});
         let resp = post(&gw, "/v1/chat/completions", body).await;
@@ -101,7 +100,8 @@ async fn tokens_split_across_sse_events_are_restored() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn native_messages_are_pseudonymised_and_restored() {
-    let (mock, gw, _d) = setup().await;
+    let (fx, gw) = setup().await;
+    let mock = &fx.mock;
     let body = json!({"model": "claude-test", "max_tokens": 50, "system": format!("User phone {PHONE}"), "messages": [{"role": "user", "content": [{"type": "text", "text": prompt()}]}]});
     let resp = reqwest::Client::new()
         .post(gw.url("/v1/messages"))
@@ -121,7 +121,8 @@ async fn native_messages_are_pseudonymised_and_restored() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_are_blocked_without_repeating_them() {
-    let (mock, gw, _d) = setup().await;
+    let (fx, gw) = setup().await;
+    let mock = &fx.mock;
     let token = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
     let body = json!({"model": "gpt-test", "messages": [{"role": "user", "content": format!("deploy with {token}")}]});
     let resp = post(&gw, "/v1/chat/completions", body).await;
@@ -146,7 +147,7 @@ async fn secrets_are_blocked_without_repeating_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_in_model_output_are_redacted() {
-    let (_mock, gw, _d) = setup().await;
+    let (_fx, gw) = setup().await;
     let body =
         json!({"model": "leak", "messages": [{"role": "user", "content": "what is the key?"}]});
     let v: Value = post(&gw, "/v1/chat/completions", body)
@@ -162,11 +163,9 @@ async fn secrets_in_model_output_are_redacted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn configured_actions_apply_per_entity_type() {
-    let pki = Pki::generate();
-    let dir = tempfile::tempdir().unwrap();
-    let files = pki.write(dir.path());
-    let mock = MockUpstream::start(&pki).await;
-    let config = standard_config(&mock, &files)
+    let fx = Fixture::start().await;
+    let mock = &fx.mock;
+    let config = fx.config()
         + "\n[dlp.actions]\ndefault = \"allow\"\nEMAIL_ADDRESS = \"redact\"\nPHONE_NUMBER = \"mask:4\"\nCN_RESIDENT_ID = \"hash\"\n";
     let gw = Gateway::start(&config);
     let body = json!({"model": "gpt-test", "input": "x", "messages": [{"role": "user", "content": prompt()}]});

@@ -4,26 +4,21 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, MockUpstream, Pki, cordon, standard_config};
+use crate::harness::{Fixture, Gateway, Pki, cordon};
 
 struct Setup {
-    mock: MockUpstream,
+    fx: Fixture,
     gw: Gateway,
     http: reqwest::Client,
-    _pki_dir: tempfile::TempDir,
 }
 
 async fn setup() -> Setup {
-    let pki = Pki::generate();
-    let pki_dir = tempfile::tempdir().unwrap();
-    let files = pki.write(pki_dir.path());
-    let mock = MockUpstream::start(&pki).await;
-    let gw = Gateway::start(&standard_config(&mock, &files));
+    let fx = Fixture::start().await;
+    let gw = Gateway::start(&fx.config());
     Setup {
-        mock,
+        fx,
         gw,
         http: reqwest::Client::new(),
-        _pki_dir: pki_dir,
     }
 }
 
@@ -63,7 +58,7 @@ async fn chat_over_mtls_with_model_alias() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "echo: hi");
     assert_eq!(v["usage"]["total_tokens"], 18);
-    let seen = s.mock.requests();
+    let seen = s.fx.mock.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, "/v1/chat/completions");
     let sent: Value = serde_json::from_slice(&seen[0].body).unwrap();
@@ -87,7 +82,7 @@ async fn first_sse_chunk_arrives_while_upstream_holds_the_rest() {
         .unwrap();
     let first = String::from_utf8(first.to_vec()).unwrap();
     assert!(first.contains("\"content\":\"Hello\""), "{first}");
-    s.mock.open_gate();
+    s.fx.mock.open_gate();
     let mut rest = String::new();
     while let Some(c) = resp.chunk().await.unwrap() {
         rest.push_str(std::str::from_utf8(&c).unwrap());
@@ -100,7 +95,7 @@ async fn first_sse_chunk_arrives_while_upstream_holds_the_rest() {
     assert!(rest.ends_with("data: [DONE]\n\n"), "{rest}");
     // The client did not ask for usage, so the usage chunk Cordon requested is not passed on.
     assert!(!rest.contains("\"usage\""));
-    let sent: Value = serde_json::from_slice(&s.mock.requests()[0].body).unwrap();
+    let sent: Value = serde_json::from_slice(&s.fx.mock.requests()[0].body).unwrap();
     assert_eq!(sent["stream_options"]["include_usage"], true);
 }
 
@@ -165,7 +160,7 @@ async fn anthropic_translation_both_ways() {
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(v["usage"]["prompt_tokens"], 13);
     assert_eq!(v["usage"]["completion_tokens"], 5);
-    let sent: Value = serde_json::from_slice(&s.mock.requests()[0].body).unwrap();
+    let sent: Value = serde_json::from_slice(&s.fx.mock.requests()[0].body).unwrap();
     assert_eq!(sent["system"][0]["text"], "be brief");
     assert_eq!(sent["model"], "claude-upstream");
     assert_eq!(sent["tools"][0]["input_schema"]["type"], "object");
@@ -254,7 +249,7 @@ async fn a_503_is_retried_then_the_fallback_answers() {
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "echo: hi");
-    let paths: Vec<String> = s.mock.requests().into_iter().map(|r| r.path).collect();
+    let paths: Vec<String> = s.fx.mock.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(
         paths,
         [
@@ -331,7 +326,7 @@ async fn tls_failures_are_502_with_a_clear_message() {
     }
     // Only the request with the client certificate but no trust problem reached the handler:
     // none of the three did.
-    assert!(s.mock.requests().is_empty());
+    assert!(s.fx.mock.requests().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -354,7 +349,7 @@ async fn one_mebibyte_body_arrives_upstream_byte_exact() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let expected = client_body.replacen(r#""model":"gpt-test""#, r#""model":"gpt-upstream""#, 1);
-    let seen = &s.mock.requests()[0];
+    let seen = &s.fx.mock.requests()[0];
     assert_eq!(seen.body.len(), expected.len());
     assert!(
         seen.body == expected.as_bytes(),
@@ -611,7 +606,7 @@ async fn embeddings_completions_models_and_health() {
         .await
         .unwrap();
     assert_eq!(v["choices"][0]["text"], "completed: say");
-    let paths: Vec<String> = s.mock.requests().into_iter().map(|r| r.path).collect();
+    let paths: Vec<String> = s.fx.mock.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/v1/embeddings", "/v1/completions"]);
     let v: Value = s
         .http
@@ -737,11 +732,8 @@ async fn sigterm_stops_the_server_gracefully() {
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_and_requests_on_postgresql() {
     let url = crate::harness::postgres::fresh_database().await;
-    let pki = Pki::generate();
-    let dir = tempfile::tempdir().unwrap();
-    let files = pki.write(dir.path());
-    let mock = MockUpstream::start(&pki).await;
-    let gw = Gateway::start_with(&standard_config(&mock, &files), "", |d| {
+    let fx = Fixture::start().await;
+    let gw = Gateway::start_with(&fx.config(), "", |d| {
         format!(
             "[data]\ndir = \"{}\"\n[database]\nurl = \"{url}\"\n",
             d.display()
@@ -795,7 +787,7 @@ async fn azure_deployment_path_version_and_key_header() {
         v["choices"][0]["message"]["content"],
         "azure gpt4o-deployment: hi"
     );
-    let seen = &s.mock.requests()[0];
+    let seen = &s.fx.mock.requests()[0];
     assert_eq!(
         seen.path,
         "/openai/deployments/gpt4o-deployment/chat/completions?api-version=2024-10-21"

@@ -1,7 +1,7 @@
 //! The official Python SDKs (`openai`, `anthropic`) drive Cordon. The interpreter comes from
 //! CORDON_PYTHON, which `tests/run.sh` points at its virtualenv.
 
-use crate::harness::{Gateway, MockUpstream, Pki, standard_config};
+use crate::harness::{Fixture, Gateway};
 
 fn python() -> String {
     std::env::var("CORDON_PYTHON").expect(
@@ -10,11 +10,8 @@ fn python() -> String {
 }
 
 async fn run_script(script: &str) -> String {
-    let pki = Pki::generate();
-    let dir = tempfile::tempdir().unwrap();
-    let files = pki.write(dir.path());
-    let mock = MockUpstream::start(&pki).await;
-    let gw = Gateway::start(&standard_config(&mock, &files));
+    let fx = Fixture::start().await;
+    let gw = Gateway::start(&fx.config());
     let path = format!("{}/../tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::process::Command::new(python())
         .arg(&path)

@@ -302,12 +302,7 @@ impl Gateway {
                     .await
                     .map_err(|e| {
                         tracing::error!(error = %e, "cannot open the key store");
-                        ApiError::new(
-                            503,
-                            "api_error",
-                            "auth_unavailable",
-                            "the key store is unavailable; try again shortly",
-                        )
+                        ApiError::auth_unavailable()
                     })?;
                 let auth =
                     Authenticator::new(KeyStore::new(db.clone()), self.config.auth.key_cache_ttl);

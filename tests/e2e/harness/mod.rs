@@ -9,6 +9,32 @@ pub use gateway::{Gateway, cordon};
 pub use mock::MockUpstream;
 pub use pki::{Pki, PkiFiles};
 
+/// Certificates written to a temporary directory, and a mock upstream that requires them.
+pub struct Fixture {
+    pub files: PkiFiles,
+    pub mock: MockUpstream,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub async fn start() -> Self {
+        let pki = Pki::generate();
+        let dir = tempfile::tempdir().unwrap();
+        let files = pki.write(dir.path());
+        let mock = MockUpstream::start(&pki).await;
+        Self {
+            files,
+            mock,
+            _dir: dir,
+        }
+    }
+
+    /// [`standard_config`] for this fixture.
+    pub fn config(&self) -> String {
+        standard_config(&self.mock, &self.files)
+    }
+}
+
 /// The providers and models most tests use: an OpenAI and an Anthropic provider on the mock,
 /// both over mTLS with the right certificates, plus the misconfigured ones for TLS failures.
 pub fn standard_config(mock: &MockUpstream, files: &PkiFiles) -> String {
