@@ -41,6 +41,8 @@ grace_period_seconds = 0
 graceful_shutdown_timeout_seconds = 0
 [data]
 dir = "$work"
+[dlp]
+rules_dir = "$PWD/dlp-rules"
 [providers.bench]
 type = "openai"
 base_url = "http://127.0.0.1:$UP_PORT/v1"
