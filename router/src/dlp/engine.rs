@@ -104,13 +104,14 @@ impl Scanner {
             let build = |kind: MatchKind, patterns: &[&str]| {
                 MetaRegex::builder()
                     .syntax(syntax)
-                    // A large lazy-DFA cache: dense digit text visits many states, and a
-                    // cache that keeps being cleared makes the engine give up to the PikeVM.
+                    // A lazy-DFA cache that is never cleared under dense digits (a cache that
+                    // keeps being cleared makes the engine give up to the PikeVM); 8 MiB per
+                    // regex and thread measured as fast as 32 MiB.
                     .configure(
                         MetaRegex::config()
                             .match_kind(kind)
                             .utf8_empty(false)
-                            .hybrid_cache_capacity(32 << 20),
+                            .hybrid_cache_capacity(8 << 20),
                     )
                     .build_many(patterns)
                     .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))
