@@ -147,10 +147,11 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Check { config } => {
             let c = load(Some(&config))?;
             println!(
-                "{}: ok ({} providers, {} models)",
+                "{}: ok ({} providers, {} models, {} DLP rules)",
                 config.display(),
                 c.providers.len(),
-                c.models.len()
+                c.models.len(),
+                c.dlp.scanner.as_ref().map_or(0, |s| s.rules().len())
             );
             Ok(())
         }
