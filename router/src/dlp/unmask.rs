@@ -63,9 +63,7 @@ fn hold_point(pseudonyms: &Pseudonyms, text: &str) -> usize {
         return text.len();
     };
     let tail = &text[open + TOKEN_OPEN.len_utf8()..];
-    if tail.contains(TOKEN_CLOSE)
-        || tail.len() + TOKEN_OPEN.len_utf8() > pseudonyms.longest_token() + WHITESPACE_SLACK
-    {
+    if tail.contains(TOKEN_CLOSE) || !within_hold_limit(pseudonyms, tail.len()) {
         return text.len();
     }
     let name = canonical(tail);
@@ -74,6 +72,12 @@ fn hold_point(pseudonyms: &Pseudonyms, text: &str) -> usize {
     } else {
         text.len()
     }
+}
+
+/// Whether a token's inner text of `len` bytes is short enough to be a (possibly re-spaced)
+/// known token.
+fn within_hold_limit(pseudonyms: &Pseudonyms, len: usize) -> bool {
+    len + TOKEN_OPEN.len_utf8() <= pseudonyms.longest_token() + WHITESPACE_SLACK
 }
 
 /// A token's inner name as the model wrote it, trimmed and upper-cased.
@@ -97,7 +101,10 @@ pub fn restore_with(pseudonyms: &Pseudonyms, text: &str, json: bool) -> String {
         out.push_str(&rest[..open]);
         let after = &rest[open + TOKEN_OPEN.len_utf8()..];
         match after.find(TOKEN_CLOSE) {
-            Some(close) if !after[..close].contains(TOKEN_OPEN) => {
+            // The same bound as the stream's hold-back, so that streamed and whole output agree.
+            Some(close)
+                if !after[..close].contains(TOKEN_OPEN) && within_hold_limit(pseudonyms, close) =>
+            {
                 match pseudonyms.value(&canonical(&after[..close])) {
                     Some(value) if json => {
                         let quoted = serde_json::to_string(value).unwrap_or_default();
@@ -170,6 +177,22 @@ mod tests {
         }
         out += &u.finish(&p);
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn streamed_and_whole_agree_on_heavily_spaced_tokens() {
+        // Found by the unmask fuzz target: whole-text restore accepted any amount of whitespace
+        // inside the brackets, the stream only a little.
+        let p = map();
+        let text = format!("x ⟦ {} EMAIL_ADDRESS_1⟧ y", "\u{c}".repeat(19));
+        let mut u = Unmasker::new();
+        let mut streamed = String::new();
+        for piece in text.split_inclusive('\u{c}') {
+            streamed += &u.push(&p, piece);
+        }
+        streamed += &u.finish(&p);
+        assert_eq!(streamed, restore(&p, &text));
+        assert_eq!(restore(&p, "a ⟦  EMAIL_ADDRESS_1 ⟧"), "a alice@example.com");
     }
 
     #[test]
