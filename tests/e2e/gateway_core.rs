@@ -23,6 +23,11 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
+    async fn metrics(&self) -> String {
+        let resp = self.http.get(self.gw.url("/metrics")).send().await.unwrap();
+        resp.text().await.unwrap()
+    }
+
     async fn post(&self, path: &str, body: Value) -> reqwest::Response {
         self.http
             .post(self.gw.url(path))
@@ -107,15 +112,7 @@ async fn stream_usage_reaches_metrics() {
     let data = sse_data(s.post("/v1/chat/completions", body).await).await;
     let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 7);
-    let metrics = s
-        .http
-        .get(s.gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(
             r#"cordon_tokens_total{direction="out",model="gpt-test",provider="openai"} 7"#
@@ -259,15 +256,7 @@ async fn a_503_is_retried_then_the_fallback_answers() {
             "/v1/messages"
         ]
     );
-    let metrics = s
-        .http
-        .get(s.gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(r#"cordon_upstream_errors_total{kind="http_503",provider="openai"} 3"#),
         "{metrics}"
