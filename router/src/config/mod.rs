@@ -67,7 +67,7 @@ pub struct DlpConfig {
     pub hash_key: Option<Secret>,
     pub restore_pseudonyms: bool,
     /// Entity types (or `PREFIX_*`) redacted in model output.
-    pub response_redact: Vec<String>,
+    pub response_redact: Arc<[String]>,
 }
 
 impl std::fmt::Debug for DlpConfig {
@@ -354,7 +354,8 @@ impl Validator<'_> {
             restore_pseudonyms: raw.restore_pseudonyms.unwrap_or(true),
             response_redact: raw
                 .response_redact
-                .unwrap_or_else(|| vec!["SECRET_*".into()]),
+                .unwrap_or_else(|| vec!["SECRET_*".into()])
+                .into(),
         }
     }
 

@@ -17,7 +17,8 @@ use super::{Scanner, entity_matches};
 #[derive(Clone)]
 pub struct OutputRules {
     pub scanner: Arc<Scanner>,
-    pub redact: Vec<String>,
+    /// Shared with the config: cloning per request is a reference count.
+    pub redact: Arc<[String]>,
 }
 
 /// Per-request response processing.
