@@ -33,11 +33,15 @@ pg_isready -h 127.0.0.1 -p 5432
 # 3. The Python virtualenv with the SDKs, rebuilt only when tests/requirements.txt changes.
 VENV="$CACHE/venv"
 stamp="$VENV/.requirements.sha256"
-want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
+# Real OPA for the policy parity test: it embeds OPA v1.20.2 and declares Python >= 3.12, but
+# works on 3.11, so it is installed apart from requirements.txt with --ignore-requires-python.
+OPA_BINDINGS="opa-golib-python-bindings==0.4.4"
+want=$( (cat tests/requirements.txt; echo "$OPA_BINDINGS") | sha256sum | cut -d' ' -f1)
 if [[ ! -x "$VENV/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   log "preparing the Python virtualenv in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+  "$VENV/bin/pip" install -q --disable-pip-version-check --ignore-requires-python "$OPA_BINDINGS"
   echo "$want" > "$stamp"
 fi
 export CORDON_PYTHON="$VENV/bin/python"

@@ -64,6 +64,13 @@ impl Catalogue {
             .collect()
     }
 
+    /// Whether the model (name or alias) is served by an on-prem provider.
+    pub fn is_on_prem(&self, name: &str) -> bool {
+        self.entry(name)
+            .and_then(|e| self.providers.get(&e.provider))
+            .is_some_and(|p| p.on_prem)
+    }
+
     /// Every public model name (not aliases), in catalogue order.
     pub fn names(&self) -> impl Iterator<Item = &ModelEntry> {
         self.entries.iter()
@@ -81,6 +88,8 @@ mod tests {
             [server]
             http_listen = "127.0.0.1:1"
             [dlp]
+            enabled = false
+            [policy]
             enabled = false
             [providers.a]
             type = "openai"

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub kind: &'static str,
     pub code: &'static str,
     pub message: String,
+    /// The policy's reasons for a denial: (code, message).
+    pub reasons: Vec<(String, String)>,
 }
 
 impl ApiError {
@@ -32,7 +34,13 @@ impl ApiError {
             kind,
             code,
             message: message.into(),
+            reasons: Vec::new(),
         }
+    }
+
+    pub fn with_reasons(mut self, reasons: Vec<(String, String)>) -> Self {
+        self.reasons = reasons;
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -81,7 +89,7 @@ impl ApiError {
 
     /// The JSON body in the requested shape.
     pub fn body(&self, shape: ErrorShape) -> Bytes {
-        let value = match shape {
+        let mut value = match shape {
             ErrorShape::OpenAi => json!({
                 "error": {
                     "message": self.message,
@@ -95,6 +103,13 @@ impl ApiError {
                 "error": { "type": self.anthropic_type(), "message": self.message },
             }),
         };
+        if !self.reasons.is_empty() {
+            value["error"]["reasons"] = self
+                .reasons
+                .iter()
+                .map(|(code, message)| json!({"code": code, "message": message}))
+                .collect();
+        }
         Bytes::from(value.to_string())
     }
 

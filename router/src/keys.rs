@@ -20,6 +20,10 @@ pub struct ApiKey {
     pub team: String,
     /// Models (catalogue names) this key may use; empty means every model.
     pub allowed_models: Vec<String>,
+    /// Groups, roles and attributes of the key's holder, for policies.
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+    pub attributes: std::collections::BTreeMap<String, String>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked: bool,
@@ -38,6 +42,9 @@ pub struct NewKey {
     pub owner: String,
     pub team: String,
     pub allowed_models: Vec<String>,
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+    pub attributes: std::collections::BTreeMap<String, String>,
     pub expires_at: Option<i64>,
 }
 
@@ -75,13 +82,16 @@ impl KeyStore {
             owner: new.owner,
             team: new.team,
             allowed_models: new.allowed_models,
+            groups: new.groups,
+            roles: new.roles,
+            attributes: new.attributes,
             created_at: now_unix(),
             expires_at: new.expires_at,
             revoked: false,
         };
         sqlx::query(
-            "INSERT INTO api_keys (id, key_hash, prefix, name, owner, team, allowed_models, created_at, expires_at, revoked) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)",
+            "INSERT INTO api_keys (id, key_hash, prefix, name, owner, team, allowed_models, created_at, expires_at, revoked, groups, roles, attributes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $12)",
         )
         .bind(&key.id)
         .bind(hash_key(&secret))
@@ -92,6 +102,9 @@ impl KeyStore {
         .bind(serde_json::to_string(&key.allowed_models).unwrap_or_else(|_| "[]".into()))
         .bind(key.created_at)
         .bind(key.expires_at)
+        .bind(json(&key.groups))
+        .bind(json(&key.roles))
+        .bind(json(&key.attributes))
         .execute(&self.db.pool)
         .await
         .map_err(DbError::query("creating an API key"))?;
@@ -132,13 +145,22 @@ impl KeyStore {
     }
 }
 
-const COLUMNS: &str =
-    "id, prefix, name, owner, team, allowed_models, created_at, expires_at, revoked";
+const COLUMNS: &str = "id, prefix, name, owner, team, allowed_models, created_at, expires_at, revoked, groups, roles, attributes";
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
 
 fn row_to_key(row: &sqlx::any::AnyRow) -> Result<ApiKey, DbError> {
     let get = DbError::query("reading an API key row");
     let inner = || -> Result<ApiKey, sqlx::Error> {
         let models: String = row.try_get("allowed_models")?;
+        fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, sqlx::Error> {
+            serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        }
+        let groups: String = row.try_get("groups")?;
+        let roles: String = row.try_get("roles")?;
+        let attributes: String = row.try_get("attributes")?;
         Ok(ApiKey {
             id: row.try_get("id")?,
             prefix: row.try_get("prefix")?,
@@ -147,6 +169,9 @@ fn row_to_key(row: &sqlx::any::AnyRow) -> Result<ApiKey, DbError> {
             team: row.try_get("team")?,
             allowed_models: serde_json::from_str(&models)
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            groups: parse(&groups)?,
+            roles: parse(&roles)?,
+            attributes: parse(&attributes)?,
             created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
             revoked: row.try_get::<i64, _>("revoked")? != 0,
@@ -170,6 +195,9 @@ mod tests {
                 owner: "alice".into(),
                 team: "risk".into(),
                 allowed_models: vec!["gpt-4o".into()],
+                groups: vec!["llm-premium".into()],
+                roles: vec!["analyst".into()],
+                attributes: [("department".to_owned(), "risk".to_owned())].into(),
                 expires_at: None,
             })
             .await

@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: DlpCommand,
     },
+    /// Test, evaluate and check Rego policy bundles.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Manage API keys.
     Keys {
         #[arg(long, short, global = true)]
@@ -75,6 +80,44 @@ enum DlpCommand {
 }
 
 #[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run every `test_*` rule in the bundle's `*_test.rego` files (as `opa test -v` does) and
+    /// report coverage per policy file; exits non-zero on any failure or below --threshold.
+    Test {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        /// Minimum total coverage in percent.
+        #[arg(long, default_value_t = 0.0)]
+        threshold: f64,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate `data.cordon.main.decision` for cordon.input/v1 documents (one JSON line of
+    /// output per --input).
+    Eval {
+        #[arg(long, default_value = "policies")]
+        dir: PathBuf,
+        /// An input document (repeat for several).
+        #[arg(long, required = true)]
+        input: Vec<PathBuf>,
+        /// Also show what contributed: covered lines per file and the policy's print output.
+        #[arg(long)]
+        explain: bool,
+        #[arg(long, default_value_t = DEFAULT_MAX_INSTRUCTIONS)]
+        max_instructions: usize,
+    },
+    /// Compile the bundle and report references to input fields that cordon.input/v1 does not
+    /// define.
+    Check {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+}
+
+const DEFAULT_MAX_INSTRUCTIONS: usize = cordon_router::config::DEFAULT_POLICY_MAX_INSTRUCTIONS;
+
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key and print it once; only its hash is stored.
     Create {
@@ -87,6 +130,15 @@ enum KeysCommand {
         /// A model the key may use (repeat); none means every model.
         #[arg(long = "model")]
         models: Vec<String>,
+        /// A group of the key's holder, for policies (repeat).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// A role of the key's holder, for policies (repeat).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// An attribute for policies, such as department=risk (repeat).
+        #[arg(long = "attr", value_name = "NAME=VALUE")]
+        attributes: Vec<String>,
         /// Lifetime in days; none means no expiry.
         #[arg(long)]
         expires_in_days: Option<u32>,
@@ -146,8 +198,20 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Check { config } => {
             let c = load(Some(&config))?;
+            let policy = match &c.policy {
+                Some(settings) => {
+                    let b = cordon_router::policy::set::prepare(&settings.dir, settings)
+                        .map_err(|e| format!("policy.dir: {e}"))?;
+                    if let Some(dir) = &settings.shadow_dir {
+                        cordon_router::policy::set::prepare(dir, settings)
+                            .map_err(|e| format!("policy.shadow_dir: {e}"))?;
+                    }
+                    format!("policy {}", b.bundle.short_version())
+                }
+                None => "policy disabled".to_owned(),
+            };
             println!(
-                "{}: ok ({} providers, {} models, {} DLP rules)",
+                "{}: ok ({} providers, {} models, {} DLP rules, {policy})",
                 config.display(),
                 c.providers.len(),
                 c.models.len(),
@@ -160,6 +224,7 @@ fn run(cli: Cli) -> Result<(), String> {
             packs,
             command,
         } => dlp(&rules, packs.as_deref(), command),
+        Command::Policy { command } => policy(command),
         Command::Keys { config, command } => {
             let url = cordon_router::config::database_url(config.as_deref())
                 .map_err(|e| e.to_string())?;
@@ -183,9 +248,20 @@ async fn keys(database_url: &str, command: KeysCommand) -> Result<(), String> {
             owner,
             team,
             models,
+            groups,
+            roles,
+            attributes,
             expires_in_days,
             json,
         } => {
+            let attributes = attributes
+                .iter()
+                .map(|a| {
+                    a.split_once('=')
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .ok_or_else(|| format!("--attr {a}: write it as NAME=VALUE"))
+                })
+                .collect::<Result<_, _>>()?;
             let expires_at =
                 expires_in_days.map(|d| cordon_router::keys::now_unix() + i64::from(d) * 86_400);
             let (key, secret) = store
@@ -194,6 +270,9 @@ async fn keys(database_url: &str, command: KeysCommand) -> Result<(), String> {
                     owner,
                     team,
                     allowed_models: models,
+                    groups,
+                    roles,
+                    attributes,
                     expires_at,
                 })
                 .await
@@ -252,6 +331,105 @@ async fn keys(database_url: &str, command: KeysCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn policy(command: PolicyCommand) -> Result<(), String> {
+    use cordon_router::policy::{Bundle, CompiledBundle, check, testing};
+    match command {
+        PolicyCommand::Test {
+            dir,
+            threshold,
+            json,
+        } => {
+            let bundle = Bundle::load(&dir).map_err(|e| e.to_string())?;
+            let report = testing::run_tests(&bundle).map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", report.render());
+            }
+            if report.results.is_empty() {
+                return Err(format!("no tests found in {}", dir.display()));
+            }
+            if !report.all_passed() {
+                return Err(format!(
+                    "{} of {} tests failed",
+                    report.results.len() - report.passed(),
+                    report.results.len()
+                ));
+            }
+            if report.coverage_percent < threshold {
+                return Err(format!(
+                    "coverage {:.2}% is below the threshold {threshold:.2}%",
+                    report.coverage_percent
+                ));
+            }
+            Ok(())
+        }
+        PolicyCommand::Eval {
+            dir,
+            input,
+            explain,
+            max_instructions,
+        } => {
+            let bundle = Bundle::load(&dir).map_err(|e| e.to_string())?;
+            let compiled =
+                CompiledBundle::compile(bundle, max_instructions).map_err(|e| e.to_string())?;
+            for path in input {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let doc: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+                let out = if explain {
+                    let x = compiled.explain(doc).map_err(|e| e.to_string())?;
+                    serde_json::json!({
+                        "input": path.display().to_string(),
+                        "version": compiled.version(),
+                        "decision": x.raw,
+                        "enforced": x.decision,
+                        "explain": {"covered": x.covered.into_iter().collect::<std::collections::BTreeMap<_, _>>(), "prints": x.prints},
+                    })
+                } else {
+                    let (raw, enforced) = compiled.evaluate_json(doc);
+                    serde_json::json!({
+                        "input": path.display().to_string(),
+                        "version": compiled.version(),
+                        "decision": raw,
+                        "enforced": enforced,
+                    })
+                };
+                println!("{out}");
+            }
+            Ok(())
+        }
+        PolicyCommand::Check { dir } => {
+            let bundle = Bundle::load(&dir).map_err(|e| e.to_string())?;
+            let issues = check::check_input_refs(&bundle);
+            let (modules, tests, version) = (
+                bundle.modules.len(),
+                bundle.tests.len(),
+                bundle.version.clone(),
+            );
+            CompiledBundle::compile(bundle, DEFAULT_MAX_INSTRUCTIONS).map_err(|e| e.to_string())?;
+            for i in &issues {
+                println!("{}:{}: {}: {}", i.file, i.line, i.reference, i.message);
+            }
+            if !issues.is_empty() {
+                return Err(format!(
+                    "{} reference(s) to input fields that cordon.input/v1 does not define",
+                    issues.len()
+                ));
+            }
+            println!(
+                "{}: ok ({modules} policy files, {tests} test files, {version})",
+                dir.display()
+            );
+            Ok(())
+        }
+    }
 }
 
 fn read_input(input: &str) -> Result<String, String> {

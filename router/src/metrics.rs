@@ -2,7 +2,8 @@
 //! Rendered as text on `GET /metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -12,6 +13,17 @@ pub struct Metrics {
     pub upstream_latency: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub tokens: IntCounterVec,
+    /// Decisions by outcome (`allow`/`deny`) and route.
+    pub policy_decisions: IntCounterVec,
+    /// Evaluations that failed and denied (`policy_error`).
+    pub policy_errors: IntCounter,
+    /// Policy errors let through because the model is configured to fail open.
+    pub policy_fail_open: IntCounterVec,
+    pub policy_reloads: IntCounter,
+    pub policy_reload_failures: IntCounter,
+    pub policy_shadow_differences: IntCounter,
+    /// 1 for each bundle in force, by role (`active`, `shadow`) and version.
+    pub policy_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -60,7 +72,60 @@ impl Metrics {
             &["model", "provider", "direction"],
         )
         .expect("static metric definition");
-        for c in [&requests, &upstream_errors, &tokens] {
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let policy_errors = counter(
+            "cordon_policy_errors_total",
+            "Policy evaluations that failed and denied the request (policy_error)",
+        );
+        let policy_reloads = counter(
+            "cordon_policy_reloads_total",
+            "Successful policy bundle reloads",
+        );
+        let policy_reload_failures = counter(
+            "cordon_policy_reload_failures_total",
+            "Policy reloads refused (compile error or failing tests); the last good bundle stayed",
+        );
+        let policy_shadow_differences = counter(
+            "cordon_policy_shadow_differences_total",
+            "Requests on which the shadow bundle decided differently from the active one",
+        );
+        let policy_decisions = IntCounterVec::new(
+            Opts::new(
+                "cordon_policy_decisions_total",
+                "Policy decisions, by outcome and route",
+            ),
+            &["decision", "route"],
+        )
+        .expect("static metric definition");
+        let policy_fail_open = IntCounterVec::new(
+            Opts::new(
+                "cordon_policy_fail_open_total",
+                "Policy errors let through because the model is configured with policy_fail_open",
+            ),
+            &["model"],
+        )
+        .expect("static metric definition");
+        let policy_info = IntGaugeVec::new(
+            Opts::new("cordon_policy_bundle_info", "The policy bundles in force"),
+            &["role", "version"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(policy_info.clone()))
+            .expect("unique metric");
+        for c in [
+            &requests,
+            &upstream_errors,
+            &tokens,
+            &policy_decisions,
+            &policy_fail_open,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -77,6 +142,13 @@ impl Metrics {
             upstream_latency,
             upstream_errors,
             tokens,
+            policy_decisions,
+            policy_errors,
+            policy_fail_open,
+            policy_reloads,
+            policy_reload_failures,
+            policy_shadow_differences,
+            policy_info,
         }
     }
 

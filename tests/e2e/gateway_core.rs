@@ -325,7 +325,7 @@ async fn one_mebibyte_body_arrives_upstream_byte_exact() {
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
     let client_body = format!(
-        r#"{{"model":"gpt-test","messages":[{{"role":"user","content":"{filler}"}}],"temperature":0.5}}"#
+        r#"{{"model":"gpt-test","messages":[{{"role":"user","content":"{filler}"}}],"temperature":0.5,"max_tokens":64}}"#
     );
     let resp = s
         .http

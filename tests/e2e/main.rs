@@ -5,4 +5,5 @@ mod harness;
 
 mod dlp;
 mod gateway_core;
+mod policy;
 mod sdk;

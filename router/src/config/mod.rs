@@ -51,9 +51,22 @@ pub struct Config {
     pub limits: Limits,
     pub auth: AuthConfig,
     pub dlp: DlpConfig,
+    /// `None` when `policy.enabled = false`: then every authenticated request is allowed on the
+    /// hosted route with the `[dlp.actions]` table.
+    pub policy: Option<crate::policy::PolicySettings>,
     pub providers: BTreeMap<String, Arc<ProviderConfig>>,
     pub models: Vec<ModelEntry>,
 }
+
+/// The VM's instruction limit per evaluation when `policy.max_instructions` is not set.
+pub const DEFAULT_POLICY_MAX_INSTRUCTIONS: usize = 100_000;
+
+/// Request headers a policy sees when `policy.header_allowlist` is not set.
+pub const DEFAULT_POLICY_HEADERS: [&str; 3] = [
+    "x-cordon-classification",
+    "x-cordon-department",
+    "user-agent",
+];
 
 /// DLP settings, with the rule packs already compiled.
 #[derive(Clone)]
@@ -132,6 +145,9 @@ pub struct ProviderConfig {
     pub tls: UpstreamTls,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+    /// Runs inside the organisation (the private inference server): the only kind of provider
+    /// a request on the private route may reach.
+    pub on_prem: bool,
 }
 
 /// Where a provider listens: `https://host:port/base/path`.
@@ -190,6 +206,11 @@ pub struct ModelEntry {
     /// Other catalogue names tried in order when this one fails before any byte reached the
     /// client.
     pub fallbacks: Vec<String>,
+    /// The on-prem model that serves this model's requests when policy routes them privately.
+    pub private_counterpart: Option<String>,
+    /// When the policy cannot decide (`policy_error`), serve the request anyway (hosted route,
+    /// `[dlp.actions]`), counted and marked with `x-cordon-policy: fail-open`. Off by default.
+    pub policy_fail_open: bool,
 }
 
 impl Config {
@@ -264,6 +285,7 @@ impl Validator<'_> {
             key_cache_ttl: Duration::from_secs(raw.auth.key_cache_ttl_seconds.unwrap_or(5)),
         };
         let dlp = self.dlp(raw.dlp);
+        let policy = self.policy(raw.policy);
         let declared: HashSet<String> = raw.providers.keys().cloned().collect();
         let providers = raw
             .providers
@@ -274,6 +296,28 @@ impl Validator<'_> {
             })
             .collect::<BTreeMap<_, _>>();
         let models = self.models(raw.models, &declared);
+        for (i, m) in models.iter().enumerate() {
+            let Some(cp) = &m.private_counterpart else {
+                continue;
+            };
+            let target = models
+                .iter()
+                .find(|e| &e.name == cp || e.aliases.contains(cp));
+            match target {
+                None => self.err(
+                    format!("models[{i}].private_counterpart"),
+                    format!("`{cp}` is not a model name or alias in the catalogue"),
+                ),
+                Some(t) if !providers.get(&t.provider).is_some_and(|p| p.on_prem) => self.err(
+                    format!("models[{i}].private_counterpart"),
+                    format!(
+                        "`{cp}` is served by provider `{}`, which is not on_prem = true",
+                        t.provider
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
 
         match self.errors.len() {
             0 => Ok(Config {
@@ -283,6 +327,7 @@ impl Validator<'_> {
                 limits,
                 auth,
                 dlp,
+                policy,
                 providers,
                 models,
             }),
@@ -306,6 +351,62 @@ impl Validator<'_> {
             None => format!("sqlite://{}?mode=rwc", data_dir.join("cordon.db").display()),
         };
         (data_dir, url)
+    }
+
+    fn policy(&mut self, raw: raw::RawPolicy) -> Option<crate::policy::PolicySettings> {
+        if !raw.enabled.unwrap_or(true) {
+            return None;
+        }
+        let dir = self.path(raw.dir.as_deref().unwrap_or(Path::new("policies")));
+        if !dir.is_dir() {
+            self.err(
+                "policy.dir",
+                format!(
+                    "{} is not a directory; point it at a Rego bundle (such as the bundled policies/)",
+                    dir.display()
+                ),
+            );
+        }
+        let shadow_dir = raw.shadow_dir.map(|d| self.path(&d));
+        if let Some(d) = &shadow_dir
+            && !d.is_dir()
+        {
+            self.err(
+                "policy.shadow_dir",
+                format!("{} is not a directory", d.display()),
+            );
+        }
+        let max_instructions = raw
+            .max_instructions
+            .unwrap_or(DEFAULT_POLICY_MAX_INSTRUCTIONS);
+        if max_instructions == 0 {
+            self.err("policy.max_instructions", "must be greater than 0");
+        }
+        let header_allowlist = raw
+            .header_allowlist
+            .unwrap_or_else(|| DEFAULT_POLICY_HEADERS.map(str::to_owned).to_vec())
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect::<Vec<_>>();
+        for h in &header_allowlist {
+            if matches!(
+                h.as_str(),
+                "authorization" | "x-api-key" | "cookie" | "proxy-authorization" | "api-key"
+            ) {
+                self.err(
+                    "policy.header_allowlist",
+                    format!("`{h}` carries credentials and may not be shown to policies"),
+                );
+            }
+        }
+        Some(crate::policy::PolicySettings {
+            dir,
+            shadow_dir,
+            max_instructions,
+            test_before_use: raw.test_before_use.unwrap_or(true),
+            watch: raw.watch.unwrap_or(true),
+            header_allowlist,
+        })
     }
 
     fn dlp(&mut self, raw: raw::RawDlp) -> DlpConfig {
@@ -503,6 +604,7 @@ impl Validator<'_> {
             tls,
             timeouts,
             retry,
+            on_prem: raw.on_prem.unwrap_or(false),
         })
     }
 
@@ -600,6 +702,8 @@ impl Validator<'_> {
                 aliases: m.aliases,
                 provider: m.provider,
                 fallbacks: m.fallbacks,
+                private_counterpart: m.private_counterpart,
+                policy_fail_open: m.policy_fail_open.unwrap_or(false),
             });
         }
         for (i, m) in out.iter().enumerate() {
@@ -651,8 +755,9 @@ fn parse_endpoint(raw: &str) -> Result<Endpoint, String> {
 mod tests {
     use super::*;
 
+    /// Relative paths (dlp-rules/, policies/) resolve against the repo root.
     fn load(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, Path::new("."))
+        Config::from_toml(text, Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")))
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub dlp: RawDlp,
     #[serde(default)]
+    pub policy: RawPolicy,
+    #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub models: Vec<RawModel>,
@@ -85,6 +87,7 @@ pub struct RawProvider {
     pub retry_backoff_ms: Option<u64>,
     pub tls: Option<RawTls>,
     pub timeouts: Option<RawTimeouts>,
+    pub on_prem: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,6 +118,8 @@ pub struct RawModel {
     pub upstream_model: Option<String>,
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    pub private_counterpart: Option<String>,
+    pub policy_fail_open: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,4 +132,16 @@ pub struct RawDlp {
     pub actions: Option<BTreeMap<String, String>>,
     pub restore_pseudonyms: Option<bool>,
     pub response_redact: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub enabled: Option<bool>,
+    pub dir: Option<PathBuf>,
+    pub shadow_dir: Option<PathBuf>,
+    pub max_instructions: Option<usize>,
+    pub test_before_use: Option<bool>,
+    pub watch: Option<bool>,
+    pub header_allowlist: Option<Vec<String>>,
 }

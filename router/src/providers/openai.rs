@@ -44,6 +44,8 @@ mod tests {
             http_listen = "127.0.0.1:1"
             [dlp]
             enabled = false
+            [policy]
+            enabled = false
             [providers.oa]
             type = "openai"
             base_url = "http://127.0.0.1:9/v1"

@@ -11,12 +11,15 @@
 //! 3. body: read (bounded) and parse ([`crate::api::parse`])
 //! 4. DLP scan of the text the model would read ([`crate::dlp::json`]); findings (types,
 //!    counts, locations, never values) go into the context
-//! 5. policy decision: its own issue plugs in here
-//! 6. route: the catalogue's targets for the model, within what the key allows; then the DLP
-//!    actions are applied (403 `dlp_block` for blocked types)
+//! 5. policy decision ([`decide`], [`crate::policy`]): the input document from the phases
+//!    above, evaluated by the active bundle (and the shadow one); a denial is answered here
+//! 6. route ([`decide`]): the targets the decision allows (private: on-prem only, no hosted
+//!    fallback); then the `max_tokens_cap` obligation and the decision's DLP actions are applied
+//!    (403 `dlp_block` for blocked types)
 //! 7. forward with retries and fallbacks; relay the response as it arrives ([`crate::relay`])
 //! 8. logging: metrics (and the audit record, in its own issue)
 
+mod decide;
 pub mod server;
 pub mod upstream;
 
@@ -40,8 +43,10 @@ use crate::dlp::Pseudonyms;
 use crate::dlp::json::{EntitySummary, apply_request, scan_request, summarize};
 use crate::dlp::restore::{OutputRules, ResponseGuard};
 use crate::error::{ApiError, ErrorShape};
+use crate::health::{KeyUsage, ProviderHealth};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
+use crate::policy::{Decision, PolicySet, RouteTarget, ShadowOutcome};
 use crate::providers::{self, Usage};
 use crate::relay::Relay;
 use upstream::{AttemptErrorKind, Exchange, Upstreams};
@@ -56,6 +61,10 @@ pub struct Gateway {
     hash_key: Vec<u8>,
     /// Opened on first use, inside the server's runtime.
     auth: OnceCell<(Database, Authenticator)>,
+    /// `None` when `policy.enabled = false`.
+    policy: Option<Arc<PolicySet>>,
+    health: ProviderHealth,
+    key_usage: KeyUsage,
 }
 
 /// What one request accumulates as it passes the phases; read by `logging`.
@@ -75,6 +84,15 @@ pub struct RequestCtx {
     pub error_code: Option<&'static str>,
     /// What DLP found in the request, per entity type.
     pub dlp: Vec<EntitySummary>,
+    /// The enforced decision (its id is `request_id`), the bundle version that made it, and
+    /// the shadow bundle's outcome.
+    pub decision: Option<Decision>,
+    pub policy_version: Option<String>,
+    pub shadow: Option<ShadowOutcome>,
+    /// The route the request took.
+    pub route: Option<RouteTarget>,
+    /// Served despite a policy error (`policy_fail_open`).
+    pub fail_open: bool,
 }
 
 #[async_trait]
@@ -96,6 +114,11 @@ impl ProxyHttp for Gateway {
             upstream_first_byte: None,
             error_code: None,
             dlp: Vec::new(),
+            decision: None,
+            policy_version: None,
+            shadow: None,
+            route: None,
+            fail_open: false,
         }
     }
 
@@ -170,13 +193,21 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Config, hash_key: Vec<u8>) -> Self {
+    pub fn new(
+        config: Config,
+        hash_key: Vec<u8>,
+        policy: Option<Arc<PolicySet>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             catalogue: Catalogue::new(&config),
             upstreams: Upstreams::new(&config.providers),
-            metrics: Arc::new(Metrics::new()),
+            health: ProviderHealth::new(&config.providers),
+            key_usage: KeyUsage::default(),
+            metrics,
             hash_key,
             auth: OnceCell::new(),
+            policy,
             config,
         }
     }
@@ -238,7 +269,6 @@ impl Gateway {
             None => Vec::new(),
         };
         ctx.dlp = summarize(&findings);
-        // 6. route
         let entry = self.catalogue.entry(&parsed.model).ok_or_else(|| {
             ApiError::not_found(
                 "model_not_found",
@@ -256,12 +286,24 @@ impl Gateway {
                 ),
             ));
         }
-        let targets = self.catalogue.targets(&parsed.model);
-        // DLP actions, now that the route is known.
+        // 5. policy
+        let dlp_summary = std::mem::take(&mut ctx.dlp);
+        let decided = self.decide(session, ctx, &mut parsed, entry, &dlp_summary);
+        ctx.dlp = dlp_summary;
+        let decision = decided?;
+        // 6. route, then the obligations and DLP actions the decision asks for
+        let targets = self.route(ctx, entry, &decision)?;
+        if let Some(cap) = decision.obligations.max_tokens_cap {
+            decide::cap_max_tokens(&mut parsed, cap);
+        }
         let mut pseudonyms = Pseudonyms::default();
         if !findings.is_empty() {
             let dlp = &self.config.dlp;
-            apply_request(api, &mut parsed.body, &findings, &dlp.actions, &self.hash_key, &mut pseudonyms).map_err(|blocked| {
+            let mut table = dlp.actions.clone();
+            for (entity, action) in &decision.dlp_actions {
+                table = table.with(entity, *action);
+            }
+            apply_request(api, &mut parsed.body, &findings, &table, &self.hash_key, &mut pseudonyms).map_err(|blocked| {
                 ApiError::forbidden(
                     "dlp_block",
                     format!(
@@ -317,10 +359,18 @@ impl Gateway {
             Err(_) => false,
         };
         let status = if db_ok { 200 } else { 503 };
-        let body = json!({
+        let mut body = json!({
             "status": if db_ok { "ready" } else { "not_ready" },
             "database": if db_ok { "ok" } else { "unreachable" },
         });
+        if let Some(p) = &self.policy {
+            body["policy"] = json!({
+                "version": p.active().version(),
+                "shadow_version": p.shadow().map(|s| s.version().to_owned()),
+                "reload_failures": p.reload_failures(),
+                "last_reload_error": p.last_reload_error(),
+            });
+        }
         self.reply_json(session, ctx, status, body).await
     }
 
@@ -367,8 +417,12 @@ impl Gateway {
                 }
                 let sent_at = Instant::now();
                 let mut exchange = match self.upstreams.send(provider, &up_req).await {
-                    Ok(x) => x,
+                    Ok(x) => {
+                        self.health.mark_ok(&provider.name);
+                        x
+                    }
                     Err(e) => {
+                        self.health.mark_failed(&provider.name);
                         self.metrics
                             .upstream_errors
                             .with_label_values(&[&provider.name, e.kind.label()])
@@ -419,6 +473,12 @@ impl Gateway {
                 return self.relay(session, ctx, exchange, relay, status).await;
             }
         }
+        if ctx.route == Some(RouteTarget::Private) {
+            return Err(decide::private_unavailable(format!(
+                "policy keeps this request on-prem, and no private upstream answered: {}",
+                last_error.message
+            )));
+        }
         Err(last_error)
     }
 
@@ -456,15 +516,15 @@ impl Gateway {
                 .map_err(write_failed);
         }
 
-        let mut header = ResponseHeader::build(status, Some(6)).map_err(write_failed)?;
+        let mut header = ResponseHeader::build(status, Some(9)).map_err(write_failed)?;
         for (k, v) in [
             ("content-type", "text/event-stream"),
             ("cache-control", "no-cache"),
             ("transfer-encoding", "chunked"),
-            ("x-request-id", ctx.request_id.as_str()),
         ] {
             header.insert_header(k, v).map_err(write_failed)?;
         }
+        decision_headers(&mut header, ctx).map_err(write_failed)?;
         ctx.status = status;
         session
             .write_response_header(Box::new(header), false)
@@ -639,6 +699,26 @@ fn write_failed(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("failed to write the response: {e}"))
 }
 
+/// The request id (which is also the decision id and the audit record id) and, once known, the
+/// route, the policy version and a fail-open mark.
+fn decision_headers(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    header.insert_header("x-request-id", ctx.request_id.as_str())?;
+    header.insert_header("x-cordon-decision-id", ctx.request_id.as_str())?;
+    if let Some(route) = ctx.route {
+        header.insert_header("x-cordon-route", route.as_str())?;
+    }
+    if let Some(v) = &ctx.policy_version {
+        header.insert_header(
+            "x-cordon-policy-version",
+            crate::policy::bundle::short_version(v),
+        )?;
+    }
+    if ctx.fail_open {
+        header.insert_header("x-cordon-policy", "fail-open")?;
+    }
+    Ok(())
+}
+
 /// Writes a complete response with a Content-Length.
 async fn respond(
     session: &mut Session,
@@ -648,10 +728,10 @@ async fn respond(
     body: Bytes,
     extra: &[(&str, &str)],
 ) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    let mut header = ResponseHeader::build(status, Some(7 + extra.len()))?;
     header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", body.len().to_string())?;
-    header.insert_header("x-request-id", ctx.request_id.as_str())?;
+    decision_headers(&mut header, ctx)?;
     for (k, v) in extra {
         header.insert_header(k.to_string(), *v)?;
     }

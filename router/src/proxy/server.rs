@@ -5,9 +5,13 @@ use pingora::proxy::http_proxy_service;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 
+use std::sync::Arc;
+
 use super::Gateway;
 use crate::config::Config;
 use crate::db::{Database, DbError};
+use crate::metrics::Metrics;
+use crate::policy::PolicySet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -48,7 +52,30 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let http_listen = config.server.http_listen.clone();
     let https = config.server.https.clone();
     let hash_key = dlp_hash_key(&config)?;
-    let mut service = http_proxy_service(&server.configuration, Gateway::new(config, hash_key));
+    let metrics = Arc::new(Metrics::new());
+    let policy = match &config.policy {
+        Some(settings) => {
+            let set = Arc::new(
+                PolicySet::load(settings.clone(), metrics.clone())
+                    .map_err(|e| ServeError::Start(format!("policy.dir: {e}")))?,
+            );
+            set.spawn_reloader()
+                .map_err(|e| ServeError::Start(format!("cannot watch the policy bundle: {e}")))?;
+            tracing::info!(
+                version = set.active().bundle.short_version(),
+                dir = %settings.dir.display(),
+                shadow = settings.shadow_dir.is_some(),
+                "policy bundle loaded"
+            );
+            Some(set)
+        }
+        None => {
+            tracing::warn!("policy.enabled = false: every authenticated request is allowed");
+            None
+        }
+    };
+    let gateway = Gateway::new(config, hash_key, policy, metrics);
+    let mut service = http_proxy_service(&server.configuration, gateway);
     if let Some(addr) = &http_listen {
         service.add_tcp(addr);
         tracing::info!(%addr, "listening (http)");

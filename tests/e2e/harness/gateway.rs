@@ -46,8 +46,17 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../dlp-rules");
+        // The bundled policies, unless the test brings its own [policy] table.
+        let policy = if rest.contains("[policy]") {
+            String::new()
+        } else {
+            format!(
+                "[policy]\ndir = \"{}\"\n",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")
+            )
+        };
         let config = format!(
-            "[server]\nhttp_listen = \"127.0.0.1:{port}\"\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n{extra_server}\n{}\n[auth]\nkey_cache_ttl_seconds = 0\n[dlp]\nrules_dir = \"{rules}\"\n{rest}",
+            "[server]\nhttp_listen = \"127.0.0.1:{port}\"\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n{extra_server}\n{}\n[auth]\nkey_cache_ttl_seconds = 0\n[dlp]\nrules_dir = \"{rules}\"\n{policy}{rest}",
             data(dir.path())
         );
         let config_path = dir.path().join("cordon.toml");

@@ -39,6 +39,8 @@ impl Fixture {
 /// both over mTLS with the right certificates, plus the misconfigured ones for TLS failures.
 pub fn standard_config(mock: &MockUpstream, files: &PkiFiles) -> String {
     let port = mock.addr.port();
+    // Nothing listens here: an on-prem provider that is down.
+    let closed = gateway::free_port();
     let tls =
         |ca: &std::path::Path, cert: Option<(&std::path::Path, &std::path::Path)>, extra: &str| {
             let mut s = format!("ca_file = \"{}\"\n", ca.display());
@@ -60,6 +62,21 @@ base_url = "https://localhost:{port}/v1"
 api_key = "env:MOCK_OPENAI_KEY"
 retry_backoff_ms = 10
 [providers.openai.tls]
+{good}
+[providers.onprem]
+type = "openai"
+base_url = "https://localhost:{port}/v1"
+api_key = "env:MOCK_OPENAI_KEY"
+on_prem = true
+max_retries = 0
+[providers.onprem.tls]
+{good}
+[providers.onprem_down]
+type = "openai"
+base_url = "https://localhost:{closed}/v1"
+on_prem = true
+max_retries = 0
+[providers.onprem_down.tls]
 {good}
 [providers.anthropic]
 type = "anthropic"
@@ -136,6 +153,21 @@ name = "gpt-test"
 aliases = ["gpt-alias"]
 provider = "openai"
 upstream_model = "gpt-upstream"
+private_counterpart = "private-test"
+[[models]]
+name = "private-test"
+provider = "onprem"
+upstream_model = "private-upstream"
+[[models]]
+name = "gpt-4o"
+provider = "openai"
+[[models]]
+name = "gpt-private-down"
+provider = "openai"
+private_counterpart = "private-down"
+[[models]]
+name = "private-down"
+provider = "onprem_down"
 [[models]]
 name = "gated"
 provider = "openai"

@@ -1,0 +1,329 @@
+//! The input document, `cordon.input/v1`: what a policy may know about a request. It carries
+//! facts (who, which API and model, how big, what DLP found, which routes are healthy) and never
+//! the prompt text. `policies/schema/input.schema.json` is its JSON Schema.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::api::Api;
+use crate::dlp::Severity;
+use crate::dlp::json::{EntitySummary, for_each_text};
+
+pub const INPUT_SCHEMA: &str = "cordon.input/v1";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyInput {
+    pub schema: &'static str,
+    pub request_id: String,
+    pub time: TimeFacts,
+    pub source: SourceFacts,
+    pub user: UserFacts,
+    pub request: RequestFacts,
+    pub dlp: DlpFacts,
+    pub usage: UsageFacts,
+    pub route_health: RouteHealth,
+    pub mode: Mode,
+}
+
+/// When the request arrived, in UTC. Hour and weekday are given so that policies need no time
+/// builtins (which differ between engines) for office-hours rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimeFacts {
+    pub unix_ms: i64,
+    pub rfc3339: String,
+    pub hour: u8,
+    pub minute: u8,
+    /// `monday` .. `sunday`.
+    pub weekday: &'static str,
+}
+
+impl TimeFacts {
+    pub fn at(t: time::OffsetDateTime) -> Self {
+        let t = t.to_offset(time::UtcOffset::UTC);
+        Self {
+            unix_ms: (t.unix_timestamp_nanos() / 1_000_000) as i64,
+            rfc3339: t
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            hour: t.hour(),
+            minute: t.minute(),
+            weekday: match t.weekday() {
+                time::Weekday::Monday => "monday",
+                time::Weekday::Tuesday => "tuesday",
+                time::Weekday::Wednesday => "wednesday",
+                time::Weekday::Thursday => "thursday",
+                time::Weekday::Friday => "friday",
+                time::Weekday::Saturday => "saturday",
+                time::Weekday::Sunday => "sunday",
+            },
+        }
+    }
+
+    pub fn now() -> Self {
+        Self::at(time::OffsetDateTime::now_utc())
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceFacts {
+    pub ip: Option<String>,
+    /// The verified client certificate's subject on the HTTPS listener, when one was presented.
+    pub mtls_principal: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UserFacts {
+    pub authenticated: bool,
+    pub id: Option<String>,
+    pub auth_method: Option<&'static str>,
+    pub api_key_id: Option<String>,
+    pub team: Option<String>,
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestFacts {
+    /// `chat`, `completions`, `embeddings` or `messages`.
+    pub api: &'static str,
+    /// The catalogue name of the requested model (aliases resolved).
+    pub model: String,
+    /// `private` when the requested model is served on-prem, else `hosted`.
+    pub model_route: &'static str,
+    pub stream: bool,
+    pub max_tokens: Option<u64>,
+    /// Names of the tools the client offers the model.
+    pub tools: Vec<String>,
+    pub messages: MessageFacts,
+    /// Characters of model-visible text.
+    pub characters: u64,
+    /// A rough token estimate: a quarter of the ASCII characters plus one per other character
+    /// (CJK text is about a token per character).
+    pub estimated_tokens: u64,
+    /// Allow-listed request headers (lower-case names), values cut at 256 bytes.
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MessageFacts {
+    pub count: u64,
+    /// Distinct roles, sorted (`system`, `user`, `assistant`, `tool`).
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DlpFacts {
+    /// DLP ran on this request.
+    pub scanned: bool,
+    /// Every part the model reads was scanned (false when parts such as images were not).
+    pub complete: bool,
+    pub findings: Vec<FindingFacts>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingFacts {
+    pub entity_type: String,
+    pub count: u64,
+    /// Rounded to two decimals, so that both engines compare the same number.
+    pub max_confidence: f64,
+    pub severity: Severity,
+    pub locations: Vec<String>,
+}
+
+/// Counters the gateway keeps, where known.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UsageFacts {
+    /// Requests made with this API key in the current minute, this one included.
+    pub key_requests_this_minute: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RouteHealth {
+    pub private: bool,
+    pub hosted: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Enforce,
+    Shadow,
+}
+
+impl DlpFacts {
+    pub fn from_summary(scanned: bool, complete: bool, summary: &[EntitySummary]) -> Self {
+        Self {
+            scanned,
+            complete: scanned && complete,
+            findings: summary
+                .iter()
+                .map(|s| FindingFacts {
+                    entity_type: s.entity.clone(),
+                    count: s.count as u64,
+                    max_confidence: (f64::from(s.max_confidence) * 100.0).round() / 100.0,
+                    severity: s.severity,
+                    locations: s.locations.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl RequestFacts {
+    /// Reads the facts of a parsed body. Also says whether every model-visible part is text
+    /// that DLP can scan (second value).
+    pub fn from_body(
+        api: Api,
+        model: &str,
+        stream: bool,
+        body: &mut Map<String, Value>,
+        headers: BTreeMap<String, String>,
+    ) -> (Self, bool) {
+        let (mut ascii, mut other) = (0u64, 0u64);
+        for_each_text(api, body, &mut |_, text| {
+            for c in text.chars() {
+                if c.is_ascii() {
+                    ascii += 1;
+                } else {
+                    other += 1;
+                }
+            }
+        });
+        let mut messages = MessageFacts::default();
+        let mut complete = true;
+        let mut roles = std::collections::BTreeSet::new();
+        if let Some(Value::Array(ms)) = body.get("messages") {
+            messages.count = ms.len() as u64;
+            for m in ms {
+                if let Some(r) = m.get("role").and_then(Value::as_str) {
+                    roles.insert(r.to_owned());
+                }
+                if let Some(Value::Array(parts)) = m.get("content") {
+                    complete &= parts.iter().all(|p| {
+                        matches!(
+                            p.get("type").and_then(Value::as_str),
+                            Some("text" | "tool_result" | "tool_use")
+                        )
+                    });
+                }
+            }
+        }
+        if api == Api::Messages && body.get("system").is_some() {
+            roles.insert("system".to_owned());
+        }
+        messages.roles = roles.into_iter().collect();
+        let number = |k: &str| body.get(k).and_then(Value::as_u64);
+        let max_tokens = number("max_completion_tokens").or_else(|| number("max_tokens"));
+        let tools = match body.get("tools") {
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .filter_map(|t| {
+                    t.get("function")
+                        .and_then(|f| f.get("name"))
+                        .or_else(|| t.get("name"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        (
+            Self {
+                api: api.as_str(),
+                model: model.to_owned(),
+                model_route: "hosted",
+                stream,
+                max_tokens,
+                tools,
+                messages,
+                characters: ascii + other,
+                estimated_tokens: ascii.div_ceil(4) + other,
+                headers,
+            },
+            complete,
+        )
+    }
+}
+
+/// The allow-listed headers of a request, lower-cased, values cut at 256 bytes.
+pub fn allowed_headers<'a>(
+    allow: &[String],
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, value) in headers {
+        let name = name.to_ascii_lowercase();
+        if allow.contains(&name) {
+            let v = String::from_utf8_lossy(value);
+            let mut end = v.len().min(256);
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.insert(name, v[..end].to_owned());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn chat_facts_count_text_roles_tools_and_tokens() {
+        let mut body = json!({
+            "model": "m",
+            "max_tokens": 99,
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "你好 abcd"}, {"type": "image_url", "image_url": {"url": "x"}}]},
+            ],
+            "tools": [{"type": "function", "function": {"name": "lookup"}}]
+        });
+        let (f, complete) = RequestFacts::from_body(
+            Api::ChatCompletions,
+            "m",
+            false,
+            body.as_object_mut().unwrap(),
+            BTreeMap::new(),
+        );
+        assert!(!complete, "the image part was not scanned");
+        assert_eq!(f.messages.count, 2);
+        assert_eq!(f.messages.roles, ["system", "user"]);
+        assert_eq!(f.tools, ["lookup"]);
+        assert_eq!(f.max_tokens, Some(99));
+        // "be brief" (8) + "你好 abcd" (2 CJK + 5 ASCII)
+        assert_eq!(f.characters, 15);
+        assert_eq!(f.estimated_tokens, 13usize.div_ceil(4) as u64 + 2);
+    }
+
+    #[test]
+    fn time_facts_are_utc() {
+        let t = time::macros::datetime!(2026-11-22 23:30 +08:00);
+        let f = TimeFacts::at(t);
+        assert_eq!(f.hour, 15);
+        assert_eq!(f.weekday, "sunday");
+        assert_eq!(f.rfc3339, "2026-11-22T15:30:00Z");
+    }
+
+    #[test]
+    fn only_allowed_headers_pass_and_long_values_are_cut() {
+        let long = "é".repeat(200);
+        let h = allowed_headers(
+            &["x-cordon-classification".to_owned()],
+            [
+                ("X-Cordon-Classification", "secret".as_bytes()),
+                ("authorization", b"Bearer ck-xyz".as_slice()),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-cordon-classification"], "secret");
+        let h = allowed_headers(&["x-a".to_owned()], [("x-a", long.as_bytes())].into_iter());
+        assert!(h["x-a"].len() <= 256);
+    }
+}

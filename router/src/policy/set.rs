@@ -1,0 +1,297 @@
+//! The bundles in force: the active one that decides, and an optional shadow (candidate) that
+//! is evaluated beside it and only compared. Reloads (a file change in either directory, or
+//! SIGHUP) compile the bundle and run its tests off the request path, and swap it in atomically
+//! only when everything passes; otherwise the last good bundle stays and the failure is logged
+//! and counted.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use super::PolicyError;
+use super::bundle::Bundle;
+use super::decision::{Decision, RouteTarget};
+use super::engine::CompiledBundle;
+use super::input::{Mode, PolicyInput};
+use super::testing::{Outcome, run_tests};
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    pub dir: PathBuf,
+    /// A candidate bundle evaluated beside the active one, never enforced.
+    pub shadow_dir: Option<PathBuf>,
+    pub max_instructions: usize,
+    /// Run the bundle's tests before a bundle is put in force (at start and on reload).
+    pub test_before_use: bool,
+    /// Reload when files change (SIGHUP always reloads).
+    pub watch: bool,
+    /// Request headers a policy may see.
+    pub header_allowlist: Vec<String>,
+}
+
+/// What the shadow bundle decided, for the audit record.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShadowOutcome {
+    pub version: String,
+    pub allow: bool,
+    pub route: Option<RouteTarget>,
+    pub reason_codes: Vec<String>,
+    /// The shadow decision differs from the enforced one (allow, route, DLP actions or
+    /// reasons).
+    pub differs: bool,
+}
+
+/// One request's decision and the bundle version that made it.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    pub decision: Decision,
+    pub version: String,
+    pub shadow: Option<ShadowOutcome>,
+}
+
+pub struct PolicySet {
+    settings: PolicySettings,
+    active: ArcSwap<CompiledBundle>,
+    shadow: ArcSwapOption<CompiledBundle>,
+    metrics: Arc<Metrics>,
+    reload_failures: AtomicU64,
+    last_reload_error: Mutex<Option<String>>,
+}
+
+impl PolicySet {
+    /// Loads (and, when configured, tests) the active and shadow bundles. A bundle that fails
+    /// here stops the gateway from starting: there is no last good bundle yet.
+    pub fn load(settings: PolicySettings, metrics: Arc<Metrics>) -> Result<Self, PolicyError> {
+        let active = prepare(&settings.dir, &settings)?;
+        let shadow = match &settings.shadow_dir {
+            Some(dir) => Some(Arc::new(prepare(dir, &settings)?)),
+            None => None,
+        };
+        let this = Self {
+            active: ArcSwap::from_pointee(active),
+            shadow: ArcSwapOption::new(shadow),
+            settings,
+            metrics,
+            reload_failures: AtomicU64::new(0),
+            last_reload_error: Mutex::new(None),
+        };
+        this.publish_versions();
+        Ok(this)
+    }
+
+    pub fn settings(&self) -> &PolicySettings {
+        &self.settings
+    }
+
+    pub fn active(&self) -> Arc<CompiledBundle> {
+        self.active.load_full()
+    }
+
+    pub fn shadow(&self) -> Option<Arc<CompiledBundle>> {
+        self.shadow.load_full()
+    }
+
+    pub fn reload_failures(&self) -> u64 {
+        self.reload_failures.load(Ordering::Relaxed)
+    }
+
+    pub fn last_reload_error(&self) -> Option<String> {
+        self.last_reload_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or(None)
+    }
+
+    /// Evaluates the active bundle (mode `enforce`) and, when there is one, the shadow bundle
+    /// (mode `shadow`) on the same input.
+    pub fn evaluate(&self, input: &mut PolicyInput) -> Evaluated {
+        let active = self.active.load();
+        input.mode = Mode::Enforce;
+        let decision = active.evaluate(input);
+        let m = &self.metrics;
+        m.policy_decisions
+            .with_label_values(&[
+                if decision.allow { "allow" } else { "deny" },
+                decision
+                    .route
+                    .as_ref()
+                    .map_or("none", |r| r.target.as_str()),
+            ])
+            .inc();
+        if decision.is_policy_error() {
+            m.policy_errors.inc();
+            tracing::warn!(
+                request_id = %input.request_id,
+                version = active.bundle.short_version(),
+                error = %decision.reasons.first().map_or("", |r| r.message.as_str()),
+                "policy error: request denied"
+            );
+        }
+        let shadow = self.shadow.load().as_ref().map(|shadow| {
+            input.mode = Mode::Shadow;
+            let s = shadow.evaluate(input);
+            input.mode = Mode::Enforce;
+            let differs = s.allow != decision.allow
+                || s.route.as_ref().map(|r| r.target) != decision.route.as_ref().map(|r| r.target)
+                || s.dlp_actions != decision.dlp_actions
+                || s.reason_codes() != decision.reason_codes();
+            if differs {
+                m.policy_shadow_differences.inc();
+            }
+            ShadowOutcome {
+                version: shadow.version().to_owned(),
+                allow: s.allow,
+                route: s.route.as_ref().map(|r| r.target),
+                reason_codes: s.reasons.into_iter().map(|r| r.code).collect(),
+                differs,
+            }
+        });
+        Evaluated {
+            decision,
+            version: active.version().to_owned(),
+            shadow,
+        }
+    }
+
+    /// Recompiles and retests both bundles; swaps in each one that passes. Returns the first
+    /// failure after counting and logging it; the bundle that failed keeps its last good
+    /// version.
+    pub fn reload(&self) -> Result<(), PolicyError> {
+        let mut first_error = None;
+        match prepare(&self.settings.dir, &self.settings) {
+            Ok(b) => {
+                if b.version() != self.active.load().version() {
+                    tracing::info!(version = b.bundle.short_version(), "policy bundle reloaded");
+                }
+                self.active.store(Arc::new(b));
+            }
+            Err(e) => first_error = Some(e),
+        }
+        if let Some(dir) = &self.settings.shadow_dir {
+            match prepare(dir, &self.settings) {
+                Ok(b) => self.shadow.store(Some(Arc::new(b))),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        self.publish_versions();
+        match first_error {
+            None => {
+                if let Ok(mut last) = self.last_reload_error.lock() {
+                    *last = None;
+                }
+                self.metrics.policy_reloads.inc();
+                Ok(())
+            }
+            Some(e) => {
+                self.reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.policy_reload_failures.inc();
+                tracing::error!(error = %e, active = self.active.load().bundle.short_version(), "policy reload failed; the last good bundle stays in force");
+                if let Ok(mut last) = self.last_reload_error.lock() {
+                    *last = Some(e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn publish_versions(&self) {
+        let g = &self.metrics.policy_info;
+        g.reset();
+        g.with_label_values(&["active", self.active.load().version()])
+            .set(1);
+        if let Some(s) = self.shadow.load().as_ref() {
+            g.with_label_values(&["shadow", s.version()]).set(1);
+        }
+    }
+
+    /// Reloads on SIGHUP and, when `watch` is set, on changes in the bundle directories
+    /// (debounced). Runs on its own thread so that compiling and testing never touch the
+    /// request path.
+    pub fn spawn_reloader(self: &Arc<Self>) -> std::io::Result<()> {
+        let this = self.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let watcher = if self.settings.watch {
+            use notify::Watcher;
+            let tx = tx.clone();
+            let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+                if ev.is_ok_and(|e| !e.kind.is_access()) {
+                    let _ = tx.send(());
+                }
+            })
+            .map_err(std::io::Error::other)?;
+            let mut dirs: Vec<&Path> = vec![&self.settings.dir];
+            dirs.extend(self.settings.shadow_dir.as_deref());
+            for d in dirs {
+                w.watch(d, notify::RecursiveMode::Recursive)
+                    .map_err(std::io::Error::other)?;
+            }
+            Some(w)
+        } else {
+            None
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("cordon-policy-reload".into())
+            .spawn(move || {
+                // Kept alive so that the channel stays open when nothing is watched.
+                let _watcher = watcher;
+                let _tx = tx;
+                rt.block_on(async move {
+                    let mut hup = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::hangup(),
+                    ) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot listen for SIGHUP");
+                            return;
+                        }
+                    };
+                    loop {
+                        tokio::select! {
+                            _ = hup.recv() => tracing::info!("SIGHUP: reloading the policy bundle"),
+                            ev = rx.recv() => {
+                                if ev.is_none() { break; }
+                                // Editors write several events per save; wait for quiet.
+                                while let Ok(Some(())) =
+                                    tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
+                                {}
+                            }
+                        }
+                        let _ = this.reload();
+                    }
+                });
+            })?;
+        Ok(())
+    }
+}
+
+/// Loads, tests (when configured) and compiles one bundle directory.
+pub fn prepare(dir: &Path, settings: &PolicySettings) -> Result<CompiledBundle, PolicyError> {
+    let bundle = Bundle::load(dir)?;
+    if settings.test_before_use && !bundle.tests.is_empty() {
+        let report = run_tests(&bundle)?;
+        if !report.all_passed() {
+            let failed: Vec<&str> = report
+                .results
+                .iter()
+                .filter(|r| r.outcome != Outcome::Pass)
+                .map(|r| r.name.as_str())
+                .collect();
+            return Err(PolicyError::Tests {
+                dir: dir.to_owned(),
+                failed: failed.len(),
+                total: report.results.len(),
+                names: failed.join(", "),
+            });
+        }
+    }
+    CompiledBundle::compile(bundle, settings.max_instructions)
+}
