@@ -1,22 +1,27 @@
-# DLP actions per route. Hosted: personal data is pseudonymised (restored in the answer) and
-# secrets are blocked. Private: personal data is allowed and secrets are redacted. Entity types
-# not named here keep the gateway's [dlp.actions].
+# DLP actions per route, from data.tables.dlp. Hosted: personal data is pseudonymised (restored
+# in the answer) and secrets are blocked. Private: personal data is allowed and secrets are
+# redacted. Entity types not named here keep the gateway's [dlp.actions].
+#
+# The tables are bound in the rule body, not referenced inside the comprehension: regorus's VM
+# (0.14.1) leaves an object comprehension undefined when it iterates over nothing and its value
+# is a data reference.
 package cordon.dlp
 
 is_secret(t) if startswith(t, "SECRET_")
 
 is_secret(t) if t == "URL_CREDENTIALS"
 
-found contains f.entity_type if some f in input.dlp.findings
+personal contains f.entity_type if {
+	some f in input.dlp.findings
+	not is_secret(f.entity_type)
+}
 
-hosted := object.union(
-	{t: "pseudonymise" | some t in found; not is_secret(t)},
-	{"SECRET_*": "block", "URL_CREDENTIALS": "block"},
-)
+hosted := object.union({t: a | some t in personal}, {"SECRET_*": s, "URL_CREDENTIALS": s}) if {
+	a := data.tables.dlp.hosted.personal
+	s := data.tables.dlp.hosted.secrets
+}
 
-private := object.union(
-	{t: "allow" | some t in found; not is_secret(t)},
-	{"SECRET_*": "redact", "URL_CREDENTIALS": "redact"},
-)
-
-actions := {"hosted": hosted, "private": private}
+private := object.union({t: a | some t in personal}, {"SECRET_*": s, "URL_CREDENTIALS": s}) if {
+	a := data.tables.dlp.private.personal
+	s := data.tables.dlp.private.secrets
+}

@@ -11,12 +11,7 @@ sensitive contains f.entity_type if {
 
 secrets contains f.entity_type if {
 	some f in input.dlp.findings
-	startswith(f.entity_type, "SECRET_")
-}
-
-secrets contains "URL_CREDENTIALS" if {
-	some f in input.dlp.findings
-	f.entity_type == "URL_CREDENTIALS"
+	data.cordon.dlp.is_secret(f.entity_type)
 }
 
 department := object.get(input.user.attributes, "department", input.user.team)

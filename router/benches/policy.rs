@@ -21,10 +21,14 @@ use cordon_router::policy::input::{
 use cordon_router::policy::{Bundle, CompiledBundle, Decision};
 use criterion::{Criterion, criterion_group};
 
+// The allocator the `cordon` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One request as the gateway holds it when the policy phase starts.
 struct Context {
-    api: Api,
-    body: Vec<u8>,
+    /// The body as phase 3 left it (parsing is not part of the policy phase).
+    parsed: std::cell::RefCell<api::ParsedRequest>,
     team: &'static str,
     groups: Vec<String>,
     findings: Vec<EntitySummary>,
@@ -55,87 +59,79 @@ fn contexts() -> Vec<Context> {
         .unwrap()
     };
     let prose = "Please summarise the attached complaint and draft a reply. ".repeat(20);
+    let ctx = |model: &str,
+               team: &'static str,
+               groups: &[&str],
+               findings,
+               header: Option<(&str, &str)>| Context {
+        parsed: api::parse(
+            Api::ChatCompletions,
+            Some("application/json"),
+            &chat(model, &prose),
+        )
+        .unwrap()
+        .into(),
+        team,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        findings,
+        headers: header
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into_iter()
+            .collect(),
+    };
+    use Severity::*;
     vec![
-        Context {
-            api: Api::ChatCompletions,
-            body: chat("gpt-4o-mini", &prose),
-            team: "payments",
-            groups: vec!["staff".into()],
-            findings: vec![],
-            headers: BTreeMap::new(),
-        },
-        Context {
-            api: Api::ChatCompletions,
-            body: chat("gpt-4o-mini", &prose),
-            team: "payments",
-            groups: vec!["staff".into()],
-            findings: vec![
-                finding("EMAIL_ADDRESS", Severity::Medium, 2),
-                finding("PHONE_NUMBER", Severity::Medium, 1),
+        ctx("gpt-4o-mini", "payments", &["staff"], vec![], None),
+        ctx(
+            "gpt-4o-mini",
+            "payments",
+            &["staff"],
+            vec![
+                finding("EMAIL_ADDRESS", Medium, 2),
+                finding("PHONE_NUMBER", Medium, 1),
             ],
-            headers: BTreeMap::new(),
-        },
-        Context {
-            api: Api::ChatCompletions,
-            body: chat("gpt-4o-mini", &prose),
-            team: "retail",
-            groups: vec!["staff".into()],
-            findings: vec![
-                finding("CN_RESIDENT_ID", Severity::High, 1),
-                finding("CREDIT_CARD", Severity::High, 1),
+            None,
+        ),
+        ctx(
+            "gpt-4o-mini",
+            "retail",
+            &["staff"],
+            vec![
+                finding("CN_RESIDENT_ID", High, 1),
+                finding("CREDIT_CARD", High, 1),
             ],
-            headers: BTreeMap::new(),
-        },
-        Context {
-            api: Api::ChatCompletions,
-            body: chat("gpt-4o-mini", &prose),
-            team: "engineering",
-            groups: vec!["staff".into()],
-            findings: vec![finding("SECRET_GITHUB_TOKEN", Severity::Critical, 1)],
-            headers: BTreeMap::new(),
-        },
-        Context {
-            api: Api::ChatCompletions,
-            body: chat("gpt-4o", &prose),
-            team: "research",
-            groups: vec!["staff".into(), "llm-premium".into()],
-            findings: vec![],
-            headers: BTreeMap::new(),
-        },
-        Context {
-            api: Api::ChatCompletions,
-            body: chat("gpt-4o", &prose),
-            team: "payments",
-            groups: vec!["staff".into()],
-            findings: vec![],
-            headers: BTreeMap::new(),
-        },
-        Context {
-            api: Api::ChatCompletions,
-            body: chat("gpt-4o-mini", &prose),
-            team: "legal",
-            groups: vec!["staff".into()],
-            findings: vec![finding("EMAIL_ADDRESS", Severity::Medium, 1)],
-            headers: [(
-                "x-cordon-classification".to_owned(),
-                "confidential".to_owned(),
-            )]
-            .into(),
-        },
-        Context {
-            api: Api::ChatCompletions,
-            body: chat("gpt-4o-mini", &prose),
-            team: "vendors",
-            groups: vec!["contractors".into()],
-            findings: vec![],
-            headers: BTreeMap::new(),
-        },
+            None,
+        ),
+        ctx(
+            "gpt-4o-mini",
+            "engineering",
+            &["staff"],
+            vec![finding("SECRET_GITHUB_TOKEN", Critical, 1)],
+            None,
+        ),
+        ctx(
+            "gpt-4o",
+            "research",
+            &["staff", "llm-premium"],
+            vec![],
+            None,
+        ),
+        ctx("gpt-4o", "payments", &["staff"], vec![], None),
+        ctx(
+            "gpt-4o-mini",
+            "legal",
+            &["staff"],
+            vec![finding("EMAIL_ADDRESS", Medium, 1)],
+            Some(("x-cordon-classification", "confidential")),
+        ),
+        ctx("gpt-4o-mini", "vendors", &["contractors"], vec![], None),
     ]
 }
 
 /// The gateway's input-building step (see `proxy::decide`), on a context.
 fn build_input(c: &Context, i: usize) -> PolicyInput {
-    let mut parsed = api::parse(c.api, Some("application/json"), &c.body).unwrap();
+    let mut parsed = c.parsed.borrow_mut();
+    let parsed = &mut *parsed;
     let (request, complete) = RequestFacts::from_body(
         parsed.api,
         &parsed.model,
@@ -174,9 +170,14 @@ fn build_input(c: &Context, i: usize) -> PolicyInput {
     }
 }
 
+/// The bundled policies, or the bundle in CORDON_BENCH_POLICIES (to measure your own).
 fn compiled() -> CompiledBundle {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"));
-    CompiledBundle::compile(Bundle::load(dir).unwrap(), 100_000).unwrap()
+    let dir = std::env::var("CORDON_BENCH_POLICIES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")).to_owned()
+        });
+    CompiledBundle::compile(Bundle::load(&dir).unwrap(), 100_000).unwrap()
 }
 
 fn vm_decision(b: &CompiledBundle, c: &Context, i: usize) -> Decision {
@@ -185,7 +186,7 @@ fn vm_decision(b: &CompiledBundle, c: &Context, i: usize) -> Decision {
 
 fn interpreter_decision(engine: &mut regorus::Engine, c: &Context, i: usize) -> Decision {
     let input = build_input(c, i);
-    engine.set_input(regorus::Value::from(serde_json::to_value(&input).unwrap()));
+    engine.set_input(input.to_rego());
     decision_from(
         &engine
             .eval_rule("data.cordon.main.decision".to_owned())
@@ -221,6 +222,39 @@ fn decisions(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             black_box(interpreter_decision(&mut engine, &ctxs[i % ctxs.len()], i))
+        })
+    });
+    // The parts of one rvm decision.
+    let inputs: Vec<PolicyInput> = ctxs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| build_input(c, i))
+        .collect();
+    let values: Vec<regorus::Value> = inputs.iter().map(PolicyInput::to_rego).collect();
+    let outputs: Vec<regorus::Value> = values
+        .iter()
+        .map(|v| bundle.evaluate_value(v.clone()).unwrap())
+        .collect();
+    group.bench_function("part_input_to_value", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(inputs[i % inputs.len()].to_rego())
+        })
+    });
+    group.bench_function("part_vm_execute", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(
+                bundle
+                    .evaluate_value(values[i % values.len()].clone())
+                    .unwrap(),
+            )
+        })
+    });
+    group.bench_function("part_decision_readback", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(decision_from(&outputs[i % outputs.len()]))
         })
     });
     group.bench_function("input_build_only", |b| {

@@ -115,11 +115,7 @@ impl CompiledBundle {
     /// Evaluates a request on this thread's VM and reads the decision back. Never fails:
     /// anything that goes wrong is a `policy_error` denial.
     pub fn evaluate(&self, input: &PolicyInput) -> Decision {
-        let value = match serde_json::to_value(input) {
-            Ok(v) => Value::from(v),
-            Err(e) => return Decision::policy_error(format!("cannot build the input: {e}")),
-        };
-        match self.evaluate_value(value) {
+        match self.evaluate_value(input.to_rego()) {
             Ok(v) => decision_from(&v),
             Err(e) => Decision::policy_error(e),
         }

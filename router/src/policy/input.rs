@@ -302,6 +302,59 @@ mod tests {
     }
 
     #[test]
+    fn direct_conversion_equals_the_json_form() {
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"name": "t"}]});
+        let (request, complete) = RequestFacts::from_body(
+            Api::Messages,
+            "m",
+            true,
+            body.as_object_mut().unwrap(),
+            [("x-a".to_owned(), "b".to_owned())].into(),
+        );
+        let input = PolicyInput {
+            schema: INPUT_SCHEMA,
+            request_id: "r".into(),
+            time: TimeFacts::now(),
+            source: SourceFacts {
+                ip: Some("10.0.0.1".into()),
+                mtls_principal: None,
+            },
+            user: UserFacts {
+                authenticated: true,
+                id: Some("u".into()),
+                auth_method: Some("api_key"),
+                api_key_id: None,
+                team: None,
+                groups: vec!["g".into()],
+                roles: vec![],
+                attributes: [("department".to_owned(), "hr".to_owned())].into(),
+            },
+            request,
+            dlp: DlpFacts::from_summary(
+                true,
+                complete,
+                &[EntitySummary {
+                    entity: "EMAIL_ADDRESS".into(),
+                    count: 2,
+                    max_confidence: 0.8999,
+                    severity: Severity::High,
+                    locations: vec!["messages[0].content".into()],
+                }],
+            ),
+            usage: UsageFacts {
+                key_requests_this_minute: Some(4),
+            },
+            route_health: RouteHealth {
+                private: false,
+                hosted: true,
+            },
+            mode: Mode::Shadow,
+        };
+        let via_json = regorus::Value::from(serde_json::to_value(&input).unwrap());
+        assert_eq!(input.to_rego(), via_json);
+    }
+
+    #[test]
     fn time_facts_are_utc() {
         let t = time::macros::datetime!(2026-11-22 23:30 +08:00);
         let f = TimeFacts::at(t);
@@ -325,5 +378,180 @@ mod tests {
         assert_eq!(h["x-cordon-classification"], "secret");
         let h = allowed_headers(&["x-a".to_owned()], [("x-a", long.as_bytes())].into_iter());
         assert!(h["x-a"].len() <= 256);
+    }
+}
+
+/// Direct conversion to the engine's value type. Going through `serde_json::Value` allocated
+/// every key twice and cost a third of a decision; here keys are shared per thread and each
+/// object is built once.
+mod rego {
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, HashMap};
+
+    use regorus::Value;
+
+    use super::*;
+
+    thread_local! {
+        static KEYS: RefCell<HashMap<&'static str, Value>> = RefCell::new(HashMap::new());
+    }
+
+    fn key(k: &'static str) -> Value {
+        KEYS.with(|keys| {
+            keys.borrow_mut()
+                .entry(k)
+                .or_insert_with(|| Value::from(k))
+                .clone()
+        })
+    }
+
+    fn obj<const N: usize>(pairs: [(&'static str, Value); N]) -> Value {
+        Value::from(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (key(k), v))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    }
+
+    fn s(v: &str) -> Value {
+        Value::from(v)
+    }
+
+    fn opt_s(v: Option<&str>) -> Value {
+        v.map_or(Value::Null, Value::from)
+    }
+
+    fn opt_u(v: Option<u64>) -> Value {
+        v.map_or(Value::Null, Value::from)
+    }
+
+    fn strings(v: &[String]) -> Value {
+        Value::from(
+            v.iter()
+                .map(|x| Value::from(x.as_str()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn map(m: &BTreeMap<String, String>) -> Value {
+        Value::from(
+            m.iter()
+                .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    }
+
+    impl PolicyInput {
+        /// The input document as the engine's value (same content as its JSON form).
+        pub fn to_rego(&self) -> Value {
+            let t = &self.time;
+            let u = &self.user;
+            let r = &self.request;
+            obj([
+                ("schema", s(self.schema)),
+                ("request_id", s(&self.request_id)),
+                (
+                    "time",
+                    obj([
+                        ("unix_ms", Value::from(t.unix_ms)),
+                        ("rfc3339", s(&t.rfc3339)),
+                        ("hour", Value::from(u64::from(t.hour))),
+                        ("minute", Value::from(u64::from(t.minute))),
+                        ("weekday", s(t.weekday)),
+                    ]),
+                ),
+                (
+                    "source",
+                    obj([
+                        ("ip", opt_s(self.source.ip.as_deref())),
+                        (
+                            "mtls_principal",
+                            opt_s(self.source.mtls_principal.as_deref()),
+                        ),
+                    ]),
+                ),
+                (
+                    "user",
+                    obj([
+                        ("authenticated", Value::Bool(u.authenticated)),
+                        ("id", opt_s(u.id.as_deref())),
+                        ("auth_method", opt_s(u.auth_method)),
+                        ("api_key_id", opt_s(u.api_key_id.as_deref())),
+                        ("team", opt_s(u.team.as_deref())),
+                        ("groups", strings(&u.groups)),
+                        ("roles", strings(&u.roles)),
+                        ("attributes", map(&u.attributes)),
+                    ]),
+                ),
+                (
+                    "request",
+                    obj([
+                        ("api", s(r.api)),
+                        ("model", s(&r.model)),
+                        ("model_route", s(r.model_route)),
+                        ("stream", Value::Bool(r.stream)),
+                        ("max_tokens", opt_u(r.max_tokens)),
+                        ("tools", strings(&r.tools)),
+                        (
+                            "messages",
+                            obj([
+                                ("count", Value::from(r.messages.count)),
+                                ("roles", strings(&r.messages.roles)),
+                            ]),
+                        ),
+                        ("characters", Value::from(r.characters)),
+                        ("estimated_tokens", Value::from(r.estimated_tokens)),
+                        ("headers", map(&r.headers)),
+                    ]),
+                ),
+                (
+                    "dlp",
+                    obj([
+                        ("scanned", Value::Bool(self.dlp.scanned)),
+                        ("complete", Value::Bool(self.dlp.complete)),
+                        (
+                            "findings",
+                            Value::from(
+                                self.dlp
+                                    .findings
+                                    .iter()
+                                    .map(|f| {
+                                        obj([
+                                            ("entity_type", s(&f.entity_type)),
+                                            ("count", Value::from(f.count)),
+                                            ("max_confidence", Value::from(f.max_confidence)),
+                                            ("severity", s(f.severity.as_str())),
+                                            ("locations", strings(&f.locations)),
+                                        ])
+                                    })
+                                    .collect::<Vec<_>>(),
+                            ),
+                        ),
+                    ]),
+                ),
+                (
+                    "usage",
+                    obj([(
+                        "key_requests_this_minute",
+                        opt_u(self.usage.key_requests_this_minute),
+                    )]),
+                ),
+                (
+                    "route_health",
+                    obj([
+                        ("private", Value::Bool(self.route_health.private)),
+                        ("hosted", Value::Bool(self.route_health.hosted)),
+                    ]),
+                ),
+                (
+                    "mode",
+                    s(match self.mode {
+                        Mode::Enforce => "enforce",
+                        Mode::Shadow => "shadow",
+                    }),
+                ),
+            ])
+        }
     }
 }
