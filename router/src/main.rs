@@ -44,6 +44,14 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Verify, query, export and summarise the audit log.
+    Audit {
+        /// The gateway's config: its [audit], [data] and [database] tables are read.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage API keys.
     Keys {
         #[arg(long, short, global = true)]
@@ -76,6 +84,85 @@ enum DlpCommand {
         actions: Vec<String>,
         #[arg(default_value = "-")]
         input: String,
+    },
+}
+
+/// Which records an audit command reads.
+#[derive(clap::Args, Debug, Default)]
+struct AuditFilter {
+    /// From this time (RFC 3339, e.g. 2026-11-01T00:00:00Z, or unix milliseconds).
+    #[arg(long)]
+    from: Option<String>,
+    /// Until this time (exclusive).
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    team: Option<String>,
+    /// API key id.
+    #[arg(long)]
+    key: Option<String>,
+    #[arg(long)]
+    model: Option<String>,
+    /// private or hosted.
+    #[arg(long)]
+    route: Option<String>,
+    /// allow, deny, error or none.
+    #[arg(long)]
+    decision: Option<String>,
+    /// A policy reason code, e.g. secret_in_prompt.
+    #[arg(long)]
+    reason: Option<String>,
+    /// A DLP entity type, e.g. CN_RESIDENT_ID.
+    #[arg(long)]
+    entity: Option<String>,
+    /// One gateway instance's chain.
+    #[arg(long)]
+    chain: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every chain and check the signed checkpoints; exits non-zero and names the
+    /// first altered, inserted, deleted or reordered record.
+    Verify {
+        /// The Ed25519 public key (hex) checkpoints must be signed with; default: the key of
+        /// the config (audit.signing_key or DATA_DIR/audit-signing.key).
+        #[arg(long)]
+        public_key: Option<String>,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print matching records as a table, or JSON lines with --json.
+    Query {
+        #[command(flatten)]
+        filter: AuditFilter,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write matching records as CSV or JSON lines.
+    Export {
+        #[command(flatten)]
+        filter: AuditFilter,
+        #[arg(long, value_parser = ["csv", "jsonl"])]
+        format: String,
+        /// A file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Requests, denials, tokens and cost by user, team and model.
+    Stats {
+        #[command(flatten)]
+        filter: AuditFilter,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -225,6 +312,13 @@ fn run(cli: Cli) -> Result<(), String> {
             command,
         } => dlp(&rules, packs.as_deref(), command),
         Command::Policy { command } => policy(command),
+        Command::Audit { config, command } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(audit(config.as_deref(), command))
+        }
         Command::Keys { config, command } => {
             let url = cordon_router::config::database_url(config.as_deref())
                 .map_err(|e| e.to_string())?;
@@ -427,6 +521,214 @@ fn policy(command: PolicyCommand) -> Result<(), String> {
                 "{}: ok ({modules} policy files, {tests} test files, {version})",
                 dir.display()
             );
+            Ok(())
+        }
+    }
+}
+
+fn parse_time(field: &str, v: &Option<String>) -> Result<Option<i64>, String> {
+    let Some(v) = v else { return Ok(None) };
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map(|t| Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
+        .map_err(|e| format!("--{field} {v}: not RFC 3339 or unix milliseconds ({e})"))
+}
+
+impl AuditFilter {
+    fn to_store(&self) -> Result<cordon_router::audit::store::Filter, String> {
+        Ok(cordon_router::audit::store::Filter {
+            from_ms: parse_time("from", &self.from)?,
+            to_ms: parse_time("to", &self.to)?,
+            chain_id: self.chain.clone(),
+            user_id: self.user.clone(),
+            team: self.team.clone(),
+            api_key_id: self.key.clone(),
+            model: self.model.clone(),
+            route: self.route.clone(),
+            decision: self.decision.clone(),
+            reason_code: self.reason.clone(),
+            entity_type: self.entity.clone(),
+        })
+    }
+}
+
+fn progress_bar(len: i64) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len.max(0) as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} records ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+async fn audit(config: Option<&std::path::Path>, command: AuditCommand) -> Result<(), String> {
+    use cordon_router::audit::{report, store::AuditStore, verify};
+    let (settings, data_dir) =
+        cordon_router::config::audit_settings(config).map_err(|e| e.to_string())?;
+    let store = AuditStore::new(
+        Database::open(&settings.database_url)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    match command {
+        AuditCommand::Verify {
+            public_key,
+            from,
+            to,
+            json,
+        } => {
+            let trusted = match public_key {
+                Some(k) => cordon_router::audit::verifying_key_from_hex(&k)
+                    .map_err(|e| format!("--public-key: {e}"))?,
+                None => cordon_router::proxy::server::audit_signing_key(&settings, &data_dir)
+                    .map_err(|e| e.to_string())?
+                    .verifying_key(),
+            };
+            let filter = AuditFilter {
+                from,
+                to,
+                ..Default::default()
+            }
+            .to_store()?;
+            let pb = progress_bar(store.count(&filter).await.map_err(|e| e.to_string())?);
+            let report = verify::verify(&store, &filter, &trusted, || pb.inc(1))
+                .await
+                .map_err(|e| e.to_string())?;
+            pb.finish_and_clear();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                for (chain, last) in &report.chains {
+                    println!("chain {chain}: records up to {last}");
+                }
+                for p in &report.problems {
+                    println!(
+                        "TAMPERED chain {} seq {}: {:?}: {}",
+                        p.chain_id, p.seq, p.kind, p.detail
+                    );
+                }
+                println!(
+                    "{} records, {} valid checkpoints, {} problems",
+                    report.records,
+                    report.checkpoints,
+                    report.problems.len()
+                );
+            }
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                Err("the audit log does not verify".into())
+            }
+        }
+        AuditCommand::Query {
+            filter,
+            limit,
+            json,
+        } => {
+            let filter = filter.to_store()?;
+            if !json {
+                println!("{}", report::TABLE_HEADER);
+            }
+            let mut n = 0;
+            store
+                .scan(&filter, |row| {
+                    if let Some(line) = report::Line::of(&row) {
+                        if json {
+                            println!("{}", serde_json::to_string(&line).unwrap_or_default());
+                        } else {
+                            println!("{}", report::table_row(&line));
+                        }
+                        n += 1;
+                    }
+                    n < limit
+                })
+                .await
+                .map_err(|e| e.to_string())
+        }
+        AuditCommand::Export {
+            filter,
+            format,
+            output,
+        } => {
+            let filter = filter.to_store()?;
+            let out: Box<dyn std::io::Write> = match &output {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .map_err(|e| format!("cannot create {}: {e}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            };
+            let pb = progress_bar(store.count(&filter).await.map_err(|e| e.to_string())?);
+            let mut failed: Option<String> = None;
+            if format == "csv" {
+                let mut w = csv::Writer::from_writer(out);
+                w.write_record(report::CSV_HEADER)
+                    .map_err(|e| e.to_string())?;
+                store
+                    .scan(&filter, |row| {
+                        pb.inc(1);
+                        if let Some(line) = report::Line::of(&row)
+                            && let Err(e) = w.write_record(report::csv_row(&line))
+                        {
+                            failed = Some(e.to_string());
+                            return false;
+                        }
+                        true
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                w.flush().map_err(|e| e.to_string())?;
+            } else {
+                let mut out = out;
+                store
+                    .scan(&filter, |row| {
+                        pb.inc(1);
+                        if let Some(line) = report::Line::of(&row) {
+                            let r = serde_json::to_writer(&mut out, &line)
+                                .map_err(|e| e.to_string())
+                                .and_then(|_| out.write_all(b"\n").map_err(|e| e.to_string()));
+                            if let Err(e) = r {
+                                failed = Some(e);
+                                return false;
+                            }
+                        }
+                        true
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.flush().map_err(|e| e.to_string())?;
+            }
+            pb.finish_and_clear();
+            match failed {
+                Some(e) => Err(format!("export failed: {e}")),
+                None => Ok(()),
+            }
+        }
+        AuditCommand::Stats { filter, json } => {
+            let filter = filter.to_store()?;
+            let mut stats = report::Stats::default();
+            store
+                .scan(&filter, |row| {
+                    stats.add(&row);
+                    true
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", stats.render());
+            }
             Ok(())
         }
     }

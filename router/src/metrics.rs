@@ -24,6 +24,8 @@ pub struct Metrics {
     pub policy_shadow_differences: IntCounter,
     /// 1 for each bundle in force, by role (`active`, `shadow`) and version.
     pub policy_info: IntGaugeVec,
+    /// Audit records by state: written, spooled, replayed, failed (since start).
+    pub audit: IntGaugeVec,
 }
 
 impl Metrics {
@@ -119,6 +121,17 @@ impl Metrics {
         registry
             .register(Box::new(policy_info.clone()))
             .expect("unique metric");
+        let audit = IntGaugeVec::new(
+            Opts::new(
+                "cordon_audit_records",
+                "Audit records since start: written to the database, spooled to disk, replayed from the spool, failed (neither)",
+            ),
+            &["state"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(audit.clone()))
+            .expect("unique metric");
         for c in [
             &requests,
             &upstream_errors,
@@ -149,6 +162,21 @@ impl Metrics {
             policy_reload_failures,
             policy_shadow_differences,
             policy_info,
+            audit,
+        }
+    }
+
+    pub fn set_audit(&self, s: &crate::audit::writer::AuditStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (state, v) in [
+            ("written", &s.written),
+            ("spooled", &s.spooled),
+            ("replayed", &s.replayed),
+            ("failed", &s.failures),
+        ] {
+            self.audit
+                .with_label_values(&[state])
+                .set(v.load(Relaxed) as i64);
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod audit;
 mod dlp;
 mod gateway_core;
 mod policy;

@@ -54,8 +54,41 @@ pub struct Config {
     /// `None` when `policy.enabled = false`: then every authenticated request is allowed on the
     /// hosted route with the `[dlp.actions]` table.
     pub policy: Option<crate::policy::PolicySettings>,
+    /// `None` when `audit.enabled = false`.
+    pub audit: Option<AuditConfig>,
+    /// Catalogue model -> price, for the audit log's cost estimate.
+    pub prices: BTreeMap<String, Price>,
     pub providers: BTreeMap<String, Arc<ProviderConfig>>,
     pub models: Vec<ModelEntry>,
+}
+
+/// The audit log's settings. The signing key is read when the gateway starts (from
+/// `audit.signing_key`, or a key kept in the data directory).
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub database_url: String,
+    pub chain_id: String,
+    pub signing_key: Option<Secret>,
+    pub checkpoint_every: u64,
+    pub required: bool,
+    pub queue: usize,
+    pub spool_dir: PathBuf,
+}
+
+/// Millionths of the currency per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub input_micros_per_million: i64,
+    pub output_micros_per_million: i64,
+}
+
+impl Price {
+    /// Estimated cost in millionths of the currency.
+    pub fn cost_micros(&self, tokens_in: u64, tokens_out: u64) -> i64 {
+        let c = i128::from(tokens_in) * i128::from(self.input_micros_per_million)
+            + i128::from(tokens_out) * i128::from(self.output_micros_per_million);
+        (c / 1_000_000) as i64
+    }
 }
 
 /// The VM's instruction limit per evaluation when `policy.max_instructions` is not set.
@@ -265,6 +298,35 @@ pub fn database_url(path: Option<&Path>) -> Result<String, ConfigError> {
     }
 }
 
+/// Only the audit settings (and the data directory) of a config file or the embedded default,
+/// for `cordon audit`: auditors need the store and the key, not the providers' secrets.
+pub fn audit_settings(path: Option<&Path>) -> Result<(AuditConfig, PathBuf), ConfigError> {
+    let (text, base) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?,
+            p.parent().unwrap_or(Path::new(".")),
+        ),
+        None => (EMBEDDED_DEFAULT.to_owned(), Path::new(".")),
+    };
+    let raw: raw::RawConfig = toml::from_str(&text)?;
+    let mut v = Validator {
+        base_dir: base,
+        errors: Vec::new(),
+    };
+    let (data_dir, url) = v.store(raw.data, raw.database);
+    let mut audit = raw.audit;
+    audit.enabled = Some(true);
+    let a = v.audit(audit, &data_dir, &url);
+    match (v.errors.pop(), a) {
+        (Some(e), _) => Err(e),
+        (None, Some(a)) => Ok((a, data_dir)),
+        (None, None) => Err(ConfigError::field("audit", "no audit settings")),
+    }
+}
+
 /// Collects every problem in one pass so that `cordon check` reports them all at once.
 struct Validator<'a> {
     base_dir: &'a Path,
@@ -286,6 +348,25 @@ impl Validator<'_> {
         };
         let dlp = self.dlp(raw.dlp);
         let policy = self.policy(raw.policy);
+        let audit = self.audit(raw.audit, &data_dir, &database_url);
+        let mut prices = BTreeMap::new();
+        for (model, p) in raw.prices {
+            let ok = |v: f64| v.is_finite() && v >= 0.0;
+            if !ok(p.input_per_million) || !ok(p.output_per_million) {
+                self.err(
+                    format!("prices.{model}"),
+                    "prices must be non-negative numbers",
+                );
+                continue;
+            }
+            prices.insert(
+                model,
+                Price {
+                    input_micros_per_million: (p.input_per_million * 1e6).round() as i64,
+                    output_micros_per_million: (p.output_per_million * 1e6).round() as i64,
+                },
+            );
+        }
         let declared: HashSet<String> = raw.providers.keys().cloned().collect();
         let providers = raw
             .providers
@@ -328,6 +409,8 @@ impl Validator<'_> {
                 auth,
                 dlp,
                 policy,
+                audit,
+                prices,
                 providers,
                 models,
             }),
@@ -351,6 +434,74 @@ impl Validator<'_> {
             None => format!("sqlite://{}?mode=rwc", data_dir.join("cordon.db").display()),
         };
         (data_dir, url)
+    }
+
+    fn audit(
+        &mut self,
+        raw: raw::RawAudit,
+        data_dir: &Path,
+        database_url: &str,
+    ) -> Option<AuditConfig> {
+        if !raw.enabled.unwrap_or(true) {
+            return None;
+        }
+        let url = match raw.database_url {
+            Some(u)
+                if u.starts_with("postgres://")
+                    || u.starts_with("postgresql://")
+                    || u.starts_with("sqlite:") =>
+            {
+                u
+            }
+            Some(_) => {
+                self.err(
+                    "audit.database_url",
+                    "must start with postgres://, postgresql:// or sqlite:",
+                );
+                String::new()
+            }
+            None => database_url.to_owned(),
+        };
+        let signing_key = raw.signing_key.as_deref().and_then(|s| {
+            SecretRef::parse("audit.signing_key", s)
+                .and_then(|r| r.resolve("audit.signing_key"))
+                .map_err(|e| self.errors.push(e))
+                .ok()
+        });
+        if let Some(k) = &signing_key
+            && crate::audit::signing_key_from_hex(k.expose()).is_err()
+        {
+            self.err(
+                "audit.signing_key",
+                "must hold 64 hex characters (a 32-byte Ed25519 seed); `openssl rand -hex 32` makes one",
+            );
+        }
+        let chain_id = raw.chain_id.unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "cordon".to_owned())
+        });
+        if chain_id.is_empty() || chain_id.len() > 128 {
+            self.err("audit.chain_id", "must be 1 to 128 characters");
+        }
+        let checkpoint_every = raw.checkpoint_every.unwrap_or(1000);
+        if checkpoint_every == 0 {
+            self.err("audit.checkpoint_every", "must be greater than 0");
+        }
+        Some(AuditConfig {
+            database_url: url,
+            chain_id,
+            signing_key,
+            checkpoint_every,
+            required: raw.required.unwrap_or(false),
+            queue: raw.queue.unwrap_or(65_536).max(1),
+            spool_dir: raw
+                .spool_dir
+                .map(|d| self.path(&d))
+                .unwrap_or_else(|| data_dir.to_owned()),
+        })
     }
 
     fn policy(&mut self, raw: raw::RawPolicy) -> Option<crate::policy::PolicySettings> {

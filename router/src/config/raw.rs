@@ -24,6 +24,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub policy: RawPolicy,
     #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
+    pub prices: BTreeMap<String, RawPrice>,
+    #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub models: Vec<RawModel>,
@@ -144,4 +148,25 @@ pub struct RawPolicy {
     pub test_before_use: Option<bool>,
     pub watch: Option<bool>,
     pub header_allowlist: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub enabled: Option<bool>,
+    pub database_url: Option<String>,
+    pub chain_id: Option<String>,
+    pub signing_key: Option<String>,
+    pub checkpoint_every: Option<u64>,
+    pub required: Option<bool>,
+    pub queue: Option<usize>,
+    pub spool_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    /// Per million input (prompt) tokens.
+    pub input_per_million: f64,
+    pub output_per_million: f64,
 }

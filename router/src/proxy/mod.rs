@@ -35,6 +35,8 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 use crate::api::{self, Api, Endpoint, ParsedRequest};
+use crate::audit::writer::AuditLog;
+use crate::audit::{AuditFinding, AuditRecord};
 use crate::auth::{Authenticator, Principal};
 use crate::catalogue::{Catalogue, Target};
 use crate::config::Config;
@@ -65,6 +67,8 @@ pub struct Gateway {
     policy: Option<Arc<PolicySet>>,
     health: ProviderHealth,
     key_usage: KeyUsage,
+    /// `None` when `audit.enabled = false`.
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// What one request accumulates as it passes the phases; read by `logging`.
@@ -93,6 +97,10 @@ pub struct RequestCtx {
     pub route: Option<RouteTarget>,
     /// Served despite a policy error (`policy_fail_open`).
     pub fail_open: bool,
+    /// The DLP action applied to each entity type found.
+    pub dlp_applied: std::collections::BTreeMap<String, String>,
+    /// The masked prompt, when the decision's obligations ask to keep it.
+    pub prompt: Option<String>,
 }
 
 #[async_trait]
@@ -119,6 +127,8 @@ impl ProxyHttp for Gateway {
             shadow: None,
             route: None,
             fail_open: false,
+            dlp_applied: Default::default(),
+            prompt: None,
         }
     }
 
@@ -135,7 +145,19 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if let Err(e) = self.handle(session, ctx).await {
+        let result = if self.audit.as_ref().is_some_and(|a| !a.accepting()) {
+            // audit.required: no request is served without a record.
+            discard_body(session).await;
+            Err(ApiError::new(
+                503,
+                "api_error",
+                "audit_unavailable",
+                "the audit log can neither be written nor spooled, and audit.required is set; try again shortly",
+            ))
+        } else {
+            self.handle(session, ctx).await
+        };
+        if let Err(e) = result {
             let shape = match ctx.endpoint {
                 Some(Endpoint::Llm(api)) => api.error_shape(),
                 _ => ErrorShape::OpenAi,
@@ -154,7 +176,7 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    async fn logging(&self, _session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let route = ctx.endpoint.map_or("unknown", Endpoint::label);
         let model = ctx.model.as_deref().unwrap_or("");
         let status = if ctx.status == 0 && error.is_some() {
@@ -189,14 +211,104 @@ impl ProxyHttp for Gateway {
             ms = ctx.started.elapsed().as_millis() as u64,
             "request"
         );
+        if let Some(audit) = &self.audit
+            && !matches!(
+                ctx.endpoint,
+                Some(Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics)
+            )
+        {
+            audit.record(self.audit_record(session, ctx, status));
+        }
     }
 }
 
 impl Gateway {
+    /// The audit record of a finished request: what every phase left in the context.
+    fn audit_record(&self, session: &Session, ctx: &mut RequestCtx, status: u16) -> AuditRecord {
+        let key = ctx.principal.as_ref().map(|p| &p.key);
+        let nonempty = |s: &String| Some(s.clone()).filter(|s| !s.is_empty());
+        let decision = match &ctx.decision {
+            None => "none",
+            Some(d) if d.allow => "allow",
+            Some(d) if d.is_policy_error() => "error",
+            Some(_) => "deny",
+        };
+        let (tokens_in, tokens_out) = match ctx.usage {
+            Some(u) => (Some(u.prompt_tokens), Some(u.completion_tokens)),
+            None => (None, None),
+        };
+        let cost_micros = match (ctx.model.as_deref(), ctx.usage) {
+            (Some(m), Some(u)) => self
+                .config
+                .prices
+                .get(m)
+                .map(|p| p.cost_micros(u.prompt_tokens, u.completion_tokens)),
+            _ => None,
+        };
+        AuditRecord {
+            id: ctx.request_id.clone(),
+            time_ms: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+                - ctx.started.elapsed().as_millis() as i64,
+            user_id: key.and_then(|k| nonempty(&k.owner)),
+            api_key_id: key.map(|k| k.id.clone()),
+            team: key.and_then(|k| nonempty(&k.team)),
+            auth_method: ctx.principal.as_ref().map(|p| p.method.as_str().to_owned()),
+            source_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string()),
+            api: match ctx.endpoint {
+                Some(Endpoint::Llm(api)) => api.as_str().to_owned(),
+                Some(e) => e.label().to_owned(),
+                None => "unknown".to_owned(),
+            },
+            requested_model: ctx.model.clone(),
+            route: ctx.route.map(|r| r.as_str().to_owned()),
+            provider: ctx.provider.clone(),
+            upstream_model: ctx.upstream_model.clone(),
+            policy_version: ctx.policy_version.clone(),
+            decision: decision.to_owned(),
+            reason_codes: ctx
+                .decision
+                .as_ref()
+                .map(|d| d.reasons.iter().map(|r| r.code.clone()).collect())
+                .unwrap_or_default(),
+            dlp_findings: ctx
+                .dlp
+                .iter()
+                .map(|f| AuditFinding {
+                    entity_type: f.entity.clone(),
+                    count: f.count as u64,
+                    locations: f.locations.clone(),
+                })
+                .collect(),
+            dlp_actions: std::mem::take(&mut ctx.dlp_applied),
+            obligations: ctx
+                .decision
+                .as_ref()
+                .and_then(|d| serde_json::to_value(&d.obligations).ok()),
+            shadow: ctx
+                .shadow
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok()),
+            status,
+            latency_ms: ctx.started.elapsed().as_millis() as u64,
+            upstream_ms: ctx.upstream_first_byte.map(|d| d.as_millis() as u64),
+            tokens_in,
+            tokens_out,
+            cost_micros,
+            stream: ctx.stream,
+            error_class: ctx.error_code.map(str::to_owned),
+            fail_open: ctx.fail_open,
+            prompt: ctx.prompt.take(),
+        }
+    }
+
     pub fn new(
         config: Config,
         hash_key: Vec<u8>,
         policy: Option<Arc<PolicySet>>,
+        audit: Option<Arc<AuditLog>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -208,6 +320,7 @@ impl Gateway {
             hash_key,
             auth: OnceCell::new(),
             policy,
+            audit,
             config,
         }
     }
@@ -224,6 +337,9 @@ impl Gateway {
             }
             Endpoint::Readyz => self.readyz(session, ctx).await,
             Endpoint::Metrics => {
+                if let Some(a) = &self.audit {
+                    self.metrics.set_audit(&a.stats);
+                }
                 let body = Bytes::from(self.metrics.render());
                 respond(session, ctx, 200, "text/plain; version=0.0.4", body, &[])
                     .await
@@ -297,11 +413,18 @@ impl Gateway {
             decide::cap_max_tokens(&mut parsed, cap);
         }
         let mut pseudonyms = Pseudonyms::default();
+        if decision.obligations.retain_prompt {
+            ctx.prompt = Some(masked_prompt(api, &parsed.body, &findings));
+        }
         if !findings.is_empty() {
             let dlp = &self.config.dlp;
             let mut table = dlp.actions.clone();
             for (entity, action) in &decision.dlp_actions {
                 table = table.with(entity, *action);
+            }
+            for f in &ctx.dlp {
+                ctx.dlp_applied
+                    .insert(f.entity.clone(), table.action(&f.entity).to_string());
             }
             apply_request(api, &mut parsed.body, &findings, &table, &self.hash_key, &mut pseudonyms).map_err(|blocked| {
                 ApiError::forbidden(
@@ -593,6 +716,28 @@ fn request_id() -> String {
     uuid::Builder::from_unix_timestamp_millis(millis, &random)
         .into_uuid()
         .to_string()
+}
+
+/// The model-visible text of a request with every finding redacted, for the audit log.
+fn masked_prompt(
+    api: Api,
+    body: &serde_json::Map<String, serde_json::Value>,
+    findings: &[crate::dlp::json::Located],
+) -> String {
+    let mut copy = body.clone();
+    let redact = crate::dlp::ActionTable::new(crate::dlp::Action::Redact);
+    // Redaction needs no key and never blocks.
+    let _ = apply_request(
+        api,
+        &mut copy,
+        findings,
+        &redact,
+        &[],
+        &mut Pseudonyms::default(),
+    );
+    let mut texts = Vec::new();
+    crate::dlp::json::for_each_text(api, &mut copy, &mut |_, t| texts.push(t.clone()));
+    texts.join("\n")
 }
 
 /// Reads a request body up to `limit` bytes; 413 above it.

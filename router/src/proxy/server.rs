@@ -8,6 +8,7 @@ use pingora::server::configuration::ServerConf;
 use std::sync::Arc;
 
 use super::Gateway;
+use crate::audit::writer::{AuditLog, AuditSettings};
 use crate::config::Config;
 use crate::db::{Database, DbError};
 use crate::metrics::Metrics;
@@ -74,7 +75,32 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             None
         }
     };
-    let gateway = Gateway::new(config, hash_key, policy, metrics);
+    let audit = match &config.audit {
+        Some(a) => {
+            let key = audit_signing_key(a, &config.data_dir)?;
+            tracing::info!(
+                chain_id = %a.chain_id,
+                public_key = %hex::encode(key.verifying_key().as_bytes()),
+                "audit log: checkpoints are signed with this key"
+            );
+            let log = AuditLog::start(AuditSettings {
+                database_url: a.database_url.clone(),
+                chain_id: a.chain_id.clone(),
+                spool_dir: a.spool_dir.clone(),
+                signing_key: key,
+                checkpoint_every: a.checkpoint_every,
+                required: a.required,
+                queue: a.queue,
+            })
+            .map_err(|e| ServeError::Start(e.to_string()))?;
+            Some(Arc::new(log))
+        }
+        None => {
+            tracing::warn!("audit.enabled = false: requests are not recorded");
+            None
+        }
+    };
+    let gateway = Gateway::new(config, hash_key, policy, audit.clone(), metrics);
     let mut service = http_proxy_service(&server.configuration, gateway);
     if let Some(addr) = &http_listen {
         service.add_tcp(addr);
@@ -92,7 +118,47 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     }
     server.add_service(service);
     server.run(pingora::server::RunArgs::default());
+    // Every runtime has stopped: write what is queued and the shutdown checkpoint.
+    if let Some(a) = audit {
+        a.shutdown(std::time::Duration::from_secs(30));
+    }
     Ok(())
+}
+
+/// The configured audit signing key, or one created once in the data directory (mode 0600).
+pub fn audit_signing_key(
+    a: &crate::config::AuditConfig,
+    data_dir: &std::path::Path,
+) -> Result<ed25519_dalek::SigningKey, ServeError> {
+    if let Some(k) = &a.signing_key {
+        return crate::audit::signing_key_from_hex(k.expose())
+            .map_err(|e| ServeError::Start(format!("audit.signing_key: {e}")));
+    }
+    let path = data_dir.join("audit-signing.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return crate::audit::signing_key_from_hex(&text)
+            .map_err(|e| ServeError::Start(format!("{}: {e}", path.display())));
+    }
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
+    std::fs::create_dir_all(data_dir)
+        .and_then(|_| {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            f.write_all(hex::encode(seed).as_bytes())
+        })
+        .map_err(|e| {
+            ServeError::Start(format!(
+                "cannot write the audit signing key {}: {e}",
+                path.display()
+            ))
+        })?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 
 /// The configured DLP hash key, or a random one created once in the data directory so that
