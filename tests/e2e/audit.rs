@@ -105,51 +105,44 @@ async fn every_request_is_recorded_without_raw_pii() {
         .to_owned();
 
     let pii = format!("mail {EMAIL}, call {PHONE}");
-    assert_eq!(
-        post(&gw, &gw.key, chat("gpt-test", &pii)).await.status(),
-        200
-    );
-    assert_eq!(
-        post(
-            &gw,
+    // Records are looked up by the decision id each response carried: the logging phase runs
+    // after the response, so two quick requests may be recorded in either order.
+    let mut ids = Vec::new();
+    for (key, body, status) in [
+        (&gw.key, chat("gpt-test", &pii), 200),
+        (
             &gw.key,
-            chat("gpt-test", &format!("id {CN_ID}, card {CARD}"))
-        )
-        .await
-        .status(),
-        200
-    );
-    assert_eq!(
-        post(&gw, &gw.key, chat("gpt-test", &format!("token {TOKEN}")))
-            .await
-            .status(),
-        403
-    );
-    assert_eq!(post(&gw, &gw.key, chat("gpt-4o", "hi")).await.status(), 403);
-    assert_eq!(
-        post(&gw, &gw.key, chat("nocert-model", "hi"))
-            .await
-            .status(),
-        502
-    );
-    assert_eq!(
-        post(&gw, "ck-nope", chat("gpt-test", "hi")).await.status(),
-        401
-    );
-    assert_eq!(
-        post(
-            &gw,
+            chat("gpt-test", &format!("id {CN_ID}, card {CARD}")),
+            200,
+        ),
+        (&gw.key, chat("gpt-test", &format!("token {TOKEN}")), 403),
+        (&gw.key, chat("gpt-4o", "hi"), 403),
+        (&gw.key, chat("nocert-model", "hi"), 502),
+        (&"ck-nope".to_owned(), chat("gpt-test", "hi"), 401),
+        (
             &fraud,
-            chat("gpt-test", &format!("victim {EMAIL} {PHONE}"))
-        )
-        .await
-        .status(),
-        200
-    );
-
+            chat("gpt-test", &format!("victim {EMAIL} {PHONE}")),
+            200,
+        ),
+    ] {
+        let resp = post(&gw, key, body).await;
+        assert_eq!(resp.status(), status);
+        ids.push(
+            resp.headers()["x-cordon-decision-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
     let recs = wait_for_records(&gw, 7).await;
     assert_eq!(recs.len(), 7, "{recs:#?}");
-    let by = |i: usize, k: &str| recs[i][k].clone();
+    let find = |i: usize| {
+        recs.iter()
+            .find(|r| r["id"] == ids[i])
+            .unwrap_or_else(|| panic!("no record for request {i}: {recs:#?}"))
+            .clone()
+    };
+    let by = |i: usize, k: &str| find(i)[k].clone();
     // Allowed and pseudonymised, with usage and cost from the price table.
     assert_eq!(by(0, "decision"), "allow");
     assert_eq!(by(0, "route"), "hosted");
@@ -178,17 +171,12 @@ async fn every_request_is_recorded_without_raw_pii() {
     assert_eq!(by(5, "decision"), "none");
     assert_eq!(by(5, "status"), 401);
     // The retained prompt is masked.
-    let prompt = by(6, "prompt");
-    assert_eq!(prompt, "victim [EMAIL_ADDRESS] [PHONE_NUMBER]");
+    assert_eq!(by(6, "prompt"), "victim [EMAIL_ADDRESS] [PHONE_NUMBER]");
     assert!(by(0, "prompt").is_null());
-    // The record id is the decision id the client saw.
+    wait_for_records(&gw, 7).await;
     let resp = post(&gw, &gw.key, chat("gpt-test", "hello")).await;
-    let id = resp.headers()["x-cordon-decision-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let recs = wait_for_records(&gw, 8).await;
-    assert_eq!(recs[7]["id"], id);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(wait_for_records(&gw, 8).await.len(), 8);
 
     // No raw value in any column of either table.
     let mut conn = admin(&url).await;
@@ -231,4 +219,333 @@ async fn every_request_is_recorded_without_raw_pii() {
     assert_eq!(stats["total"]["requests"], 8);
     assert_eq!(stats["total"]["denials"], 2);
     assert_eq!(stats["by_team"]["qa"]["requests"], 6);
+}
+
+/// Runs `n` requests through a fresh gateway on a fresh database, stops it (so the shutdown
+/// checkpoint is written) and returns the database URL and a config to run `cordon audit` with.
+async fn recorded_database(n: usize, checkpoint_every: u64) -> (String, tempfile::TempDir) {
+    let url = crate::harness::postgres::fresh_database().await;
+    let fx = Fixture::start().await;
+    let mut gw = start(&fx, &url, &format!("checkpoint_every = {checkpoint_every}"));
+    for i in 0..n {
+        let status = post(&gw, &gw.key, chat("gpt-test", &format!("request {i}")))
+            .await
+            .status();
+        assert_eq!(status, 200);
+    }
+    assert_eq!(wait_for_records(&gw, n).await.len(), n);
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok && gw.wait_exit(Duration::from_secs(30)), "{}", gw.log());
+    // A config for the auditor: the same store and key.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("audit.key"), SIGNING_KEY).unwrap();
+    std::fs::write(
+        dir.path().join("audit.toml"),
+        format!(
+            "[database]\nurl = \"{url}\"\n[audit]\nsigning_key = \"file:{}\"\n",
+            dir.path().join("audit.key").display()
+        ),
+    )
+    .unwrap();
+    (url, dir)
+}
+
+fn verify(dir: &tempfile::TempDir) -> (bool, String) {
+    let cfg = dir.path().join("audit.toml");
+    let (ok, out, err) = cordon(&["audit", "--config", cfg.to_str().unwrap(), "verify"]);
+    (ok, format!("{out}{err}"))
+}
+
+/// A copy of a database (as the tamperer's playground).
+async fn copy_of(url: &str) -> String {
+    let (prefix, name) = url.rsplit_once('/').unwrap();
+    let copy = format!("{name}_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = admin(&format!("{prefix}/test")).await;
+    sqlx::query(&format!("CREATE DATABASE {copy} TEMPLATE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    format!("{prefix}/{copy}")
+}
+
+/// Runs statements as the database owner with the append-only triggers switched off: what an
+/// attacker with administrator rights can do, and what tamper evidence is for.
+async fn tamper(url: &str, statements: &[&str]) {
+    let mut conn = admin(url).await;
+    sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER USER")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE audit_checkpoints DISABLE TRIGGER USER")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for s in statements {
+        sqlx::query(s).execute(&mut conn).await.unwrap();
+    }
+}
+
+fn auditor_config(dir: &tempfile::TempDir, url: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("audit.toml"),
+        format!(
+            "[database]\nurl = \"{url}\"\n[audit]\nsigning_key = \"file:{}\"\n",
+            dir.path().join("audit.key").display()
+        ),
+    )
+    .unwrap();
+    d
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_finds_every_kind_of_tampering() {
+    let (url, dir) = recorded_database(12, 5).await;
+    let (ok, out) = verify(&dir);
+    assert!(ok, "{out}");
+    // Checkpoints at 5 and 10, and at shutdown (12).
+    assert!(
+        out.contains("12 records, 3 valid checkpoints, 0 problems"),
+        "{out}"
+    );
+
+    let cases: [(&str, Vec<String>, &str); 7] = [
+        (
+            "a modified field",
+            vec!["UPDATE audit_log SET record = replace(record, '\"status\":200', '\"status\":201') WHERE seq = 3".into()],
+            "seq 3: Altered",
+        ),
+        (
+            "a modified query column",
+            vec!["UPDATE audit_log SET team = 'someone-else' WHERE seq = 4".into()],
+            "seq 4: Altered: column `team`",
+        ),
+        (
+            "a deleted row",
+            vec!["DELETE FROM audit_log WHERE seq = 6".into()],
+            "seq 7: Deleted",
+        ),
+        (
+            "an inserted row",
+            vec![
+                "UPDATE audit_log SET seq = seq + 1000 WHERE seq >= 8".into(),
+                "UPDATE audit_log SET seq = seq - 999 WHERE seq >= 1000".into(),
+                "INSERT INTO audit_log SELECT chain_id, 8, id || 'x', time_ms, user_id, team, api_key_id, model, route, decision, status, reason_codes, entity_types, tokens_in, tokens_out, cost_micros, record, prev_hash, hash FROM audit_log WHERE seq = 7".into(),
+            ],
+            "seq 8:",
+        ),
+        (
+            "a swapped pair",
+            vec![
+                "UPDATE audit_log SET seq = 100 WHERE seq = 9".into(),
+                "UPDATE audit_log SET seq = 9 WHERE seq = 10".into(),
+                "UPDATE audit_log SET seq = 10 WHERE seq = 100".into(),
+            ],
+            "seq 9:",
+        ),
+        (
+            "a forged checkpoint",
+            vec!["UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit_log WHERE seq = 4) WHERE seq = (SELECT MIN(seq) FROM audit_checkpoints)".into()],
+            "Checkpoint",
+        ),
+        (
+            "a cut tail",
+            vec!["DELETE FROM audit_log WHERE seq > 10".into()],
+            "records were deleted",
+        ),
+    ];
+    for (what, statements, expect) in cases {
+        let copy = copy_of(&url).await;
+        let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
+        tamper(&copy, &refs).await;
+        let (ok, out) = verify(&auditor_config(&dir, &copy));
+        assert!(!ok, "{what} was not detected:\n{out}");
+        assert!(
+            out.contains(expect),
+            "{what}: expected `{expect}` in:\n{out}"
+        );
+    }
+    // A checkpoint signed by another key is refused too.
+    let copy = copy_of(&url).await;
+    let other = "00".repeat(32);
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("audit.key"), &other).unwrap();
+    std::fs::write(
+        d.path().join("audit.toml"),
+        format!(
+            "[database]\nurl = \"{copy}\"\n[audit]\nsigning_key = \"file:{}\"\n",
+            d.path().join("audit.key").display()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = verify(&d);
+    assert!(!ok && out.contains("another key"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_table_is_append_only_and_the_gateway_role_only_appends() {
+    let (url, _dir) = recorded_database(2, 1000).await;
+    let mut conn = admin(&url).await;
+    // The triggers refuse changes even to the owner.
+    for s in [
+        "UPDATE audit_log SET status = 500",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+        "UPDATE audit_checkpoints SET seq = 0",
+        "DELETE FROM audit_checkpoints",
+    ] {
+        let e = sqlx::query(s)
+            .execute(&mut conn)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("append-only"), "{s}: {e}");
+    }
+    // The documented role: INSERT and SELECT only (checked with the triggers off, so that the
+    // grants alone are what refuses).
+    let sql = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/postgres/gateway-role.sql"
+    ))
+    .unwrap();
+    sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
+    sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER USER")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let role_url = url.replacen("postgres://postgres@", "postgres://cordon_gateway@", 1);
+    let mut gw = admin(&role_url).await;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(&mut gw)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    sqlx::query("INSERT INTO audit_log SELECT chain_id, seq + 100, id, time_ms, user_id, team, api_key_id, model, route, decision, status, reason_codes, entity_types, tokens_in, tokens_out, cost_micros, record, prev_hash, hash FROM audit_log WHERE seq = 1")
+        .execute(&mut gw)
+        .await
+        .unwrap();
+    for s in [
+        "UPDATE audit_log SET status = 500",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ] {
+        let e = sqlx::query(s)
+            .execute(&mut gw)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("permission denied"), "{s}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_is_lost_while_the_database_is_away() {
+    let url = crate::harness::postgres::fresh_database().await;
+    // The audit store is reached through a forwarder that the test takes down.
+    let toggle = crate::harness::toggle::Toggle::start("127.0.0.1:5432").await;
+    let audit_url = url.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", toggle.port), 1);
+    let fx = Fixture::start().await;
+    let gw = start_audited(&fx, &url, &audit_url, "checkpoint_every = 10");
+    let mut sent = 0;
+    for _ in 0..15 {
+        assert_eq!(
+            post(&gw, &gw.key, chat("gpt-test", "before"))
+                .await
+                .status(),
+            200
+        );
+        sent += 1;
+    }
+    assert_eq!(wait_for_records(&gw, sent).await.len(), sent);
+    toggle.down();
+    // Requests keep being served while the store is unreachable: none waits on it.
+    let started = Instant::now();
+    for _ in 0..40 {
+        assert_eq!(
+            post(&gw, &gw.key, chat("gpt-test", "during"))
+                .await
+                .status(),
+            200
+        );
+        sent += 1;
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spool = gw.dir().join("audit-spool.jsonl");
+    let replaying = gw.dir().join("audit-spool.replaying.jsonl");
+    assert!(
+        spool.exists() || replaying.exists(),
+        "nothing was spooled; log:\n{}",
+        gw.log()
+    );
+    let m = reqwest::get(gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("cordon_audit_records{state=\"spooled\"}"), "{m}");
+    toggle.up();
+    for _ in 0..5 {
+        assert_eq!(
+            post(&gw, &gw.key, chat("gpt-test", "after")).await.status(),
+            200
+        );
+        sent += 1;
+    }
+    let recs = wait_for_records(&gw, sent).await;
+    assert_eq!(recs.len(), sent, "log:\n{}", gw.log());
+    // In order, one chain, verifiable.
+    let texts: Vec<i64> = recs.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    assert_eq!(texts, (1..=sent as i64).collect::<Vec<_>>());
+    let (ok, out, err) = audit_cli(&gw, &["verify"]);
+    assert!(ok, "{out}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_audit_required_requests_stop_when_records_cannot_be_kept() {
+    let url = crate::harness::postgres::fresh_database().await;
+    let toggle = crate::harness::toggle::Toggle::start("127.0.0.1:5432").await;
+    let audit_url = url.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", toggle.port), 1);
+    let fx = Fixture::start().await;
+    let gw = start_audited(&fx, &url, &audit_url, "required = true");
+    assert_eq!(
+        post(&gw, &gw.key, chat("gpt-test", "hi")).await.status(),
+        200
+    );
+    // The store goes away and the disk is full: the spool file is /dev/full (ENOSPC).
+    toggle.down();
+    std::os::unix::fs::symlink("/dev/full", gw.dir().join("audit-spool.jsonl")).unwrap();
+    let mut refused = None;
+    // A write to the vanished store gives up after its 10 s timeout; then the spool refuses.
+    for _ in 0..300 {
+        let resp = post(&gw, &gw.key, chat("gpt-test", "hi")).await;
+        if resp.status() == 503 {
+            refused = Some(resp.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = refused.expect("requests kept being served without an audit record");
+    assert_eq!(v["error"]["code"], "audit_unavailable");
+    // Back: records can be written again, and requests are served.
+    std::fs::remove_file(gw.dir().join("audit-spool.jsonl")).unwrap();
+    toggle.up();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let s = post(&gw, &gw.key, chat("gpt-test", "hi")).await.status();
+        if s == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still refusing; log:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -91,7 +91,6 @@ impl AuditLog {
         let mut writer = Writer {
             store: None,
             chain: None,
-            since_checkpoint: 0,
             spool: spool.clone(),
             broken: broken.clone(),
             stats: stats.clone(),
@@ -170,7 +169,6 @@ impl AuditLog {
 struct Writer {
     store: Option<AuditStore>,
     chain: Option<Chain>,
-    since_checkpoint: u64,
     spool: Arc<Mutex<Spool>>,
     broken: Arc<AtomicBool>,
     stats: Arc<AuditStats>,
@@ -338,9 +336,19 @@ impl Writer {
                 *chain = next;
                 self.stats.written.fetch_add(n, Ordering::Relaxed);
                 self.broken.store(false, Ordering::Relaxed);
-                self.since_checkpoint += n;
-                if self.since_checkpoint >= self.settings.checkpoint_every {
-                    self.checkpoint().await;
+                // A checkpoint at every multiple of checkpoint_every.
+                let every = self.settings.checkpoint_every.max(1) as i64;
+                let due: Vec<Chain> = rows
+                    .iter()
+                    .filter(|r| r.chained.seq % every == 0)
+                    .map(|r| Chain {
+                        chain_id: r.chained.chain_id.clone(),
+                        seq: r.chained.seq,
+                        head: r.chained.hash.clone(),
+                    })
+                    .collect();
+                for at in due {
+                    self.checkpoint_at(&at).await;
                 }
                 true
             }
@@ -391,18 +399,22 @@ impl Writer {
         }
     }
 
+    /// The shutdown checkpoint: the chain head.
     async fn checkpoint(&mut self) {
-        let (Some(store), Some(chain)) = (&self.store, &self.chain) else {
-            return;
-        };
-        if chain.seq == 0 {
+        if let Some(chain) = self.chain.clone() {
+            self.checkpoint_at(&chain).await;
+        }
+    }
+
+    async fn checkpoint_at(&self, at: &Chain) {
+        let Some(store) = &self.store else { return };
+        if at.seq == 0 {
             return;
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        let cp = Checkpoint::sign(&self.settings.signing_key, chain, now as i64);
-        match store.add_checkpoint(&cp).await {
-            Ok(()) => self.since_checkpoint = 0,
-            Err(e) => tracing::warn!(error = %e, "cannot write an audit checkpoint"),
+        let cp = Checkpoint::sign(&self.settings.signing_key, at, now as i64);
+        if let Err(e) = store.add_checkpoint(&cp).await {
+            tracing::warn!(error = %e, seq = at.seq, "cannot write an audit checkpoint");
         }
     }
 }
@@ -461,7 +473,7 @@ impl Spool {
     }
 
     fn pending(&self) -> bool {
-        let non_empty = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() > 0);
+        let non_empty = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0);
         non_empty(&self.active) || non_empty(&self.replaying)
     }
 
@@ -482,6 +494,14 @@ impl Spool {
 
     /// The next batch to replay, or None when the spool is empty.
     fn take_batch(&mut self, max: usize) -> std::io::Result<Option<Vec<AuditRecord>>> {
+        for p in [&self.active, &self.replaying] {
+            if p.exists() && !std::fs::metadata(p)?.is_file() {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a regular file",
+                    p.display()
+                )));
+            }
+        }
         if !self.replaying.exists() {
             if !self.active.exists() {
                 return Ok(None);

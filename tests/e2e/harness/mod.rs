@@ -4,6 +4,7 @@ pub mod gateway;
 pub mod mock;
 pub mod pki;
 pub mod postgres;
+pub mod toggle;
 
 pub use gateway::{Gateway, cordon};
 pub use mock::MockUpstream;
