@@ -694,6 +694,7 @@ fn check_names_bad_fields_and_accepts_good_config() {
             ]
             .map(|k| (k, "set-for-check")),
         )
+        .env("CORDON_AUDIT_SIGNING_KEY", "ab".repeat(32))
         .output()
         .unwrap();
     assert!(

@@ -95,6 +95,7 @@ impl AuditLog {
             broken: broken.clone(),
             stats: stats.clone(),
             last_attempt: None,
+            retry: RETRY,
             settings: settings.clone(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -121,27 +122,42 @@ impl AuditLog {
         !(self.required && self.broken.load(Ordering::Relaxed))
     }
 
-    /// Hands a record to the writer without waiting for the database. When the queue is full,
-    /// the record goes straight to the spool; nothing is dropped.
+    /// Hands a record to the writer without waiting for the database. When the queue is full
+    /// (the writer is behind), the caller waits up to [`QUEUE_WAIT`] for room, then writes the
+    /// record to the spool itself; nothing is dropped.
     pub fn record(&self, record: AuditRecord) {
-        match self.tx.try_send(Msg::Record(Box::new(record))) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(Msg::Record(r)))
-            | Err(std::sync::mpsc::TrySendError::Disconnected(Msg::Record(r))) => {
-                let ok = self
-                    .spool
-                    .lock()
-                    .map(|mut s| s.append(std::slice::from_ref(&*r)).is_ok())
-                    .unwrap_or(false);
-                if ok {
-                    self.stats.spooled.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    self.broken.store(true, Ordering::Relaxed);
-                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(id = %r.id, "audit record could be neither queued nor spooled");
+        let mut msg = Msg::Record(Box::new(record));
+        let deadline = Instant::now() + QUEUE_WAIT;
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(
+                    std::sync::mpsc::TrySendError::Full(m)
+                    | std::sync::mpsc::TrySendError::Disconnected(m),
+                ) => {
+                    msg = m;
+                    break;
                 }
             }
-            Err(_) => {}
+        }
+        let Msg::Record(r) = msg else { return };
+        // Written without an fsync of its own: the writer syncs the spool on its next pass, as
+        // it would have synced the queued record.
+        let ok = self
+            .spool
+            .lock()
+            .map(|mut s| s.append_unsynced(std::slice::from_ref(&*r)).is_ok())
+            .unwrap_or(false);
+        if ok {
+            self.stats.spooled.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.broken.store(true, Ordering::Relaxed);
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(id = %r.id, "audit record could be neither queued nor spooled");
         }
     }
 
@@ -173,11 +189,19 @@ struct Writer {
     broken: Arc<AtomicBool>,
     stats: Arc<AuditStats>,
     last_attempt: Option<Instant>,
+    retry: Duration,
     settings: AuditSettings,
 }
 
+/// How long a request waits for room in a full queue before spooling its record itself.
+pub const QUEUE_WAIT: Duration = Duration::from_millis(100);
+
 /// How long to wait before trying an unreachable database again.
 const RETRY: Duration = Duration::from_millis(500);
+/// The longest wait between connection attempts while the store is away.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Records per database write.
 const BATCH: usize = 2000;
 
@@ -246,10 +270,13 @@ impl Writer {
         if self.store.is_some() && self.chain.is_some() {
             return true;
         }
-        if self.last_attempt.is_some_and(|t| t.elapsed() < RETRY) {
+        if self.last_attempt.is_some_and(|t| t.elapsed() < self.retry) {
             return false;
         }
         self.last_attempt = Some(Instant::now());
+        // Back off while the store stays away, so that connection attempts (each can take up
+        // to CONNECT_TIMEOUT) do not slow spooling down.
+        self.retry = (self.retry * 2).min(MAX_RETRY);
         let attempt = async {
             let store = match &self.store {
                 Some(s) => s.clone(),
@@ -258,10 +285,11 @@ impl Writer {
             let chain = store.head(&self.settings.chain_id).await?;
             Ok::<_, DbError>((store, chain))
         };
-        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok((store, chain))) => {
                 self.store = Some(store);
                 self.chain = Some(chain);
+                self.retry = RETRY;
                 true
             }
             Ok(Err(e)) => {
@@ -269,7 +297,7 @@ impl Writer {
                 false
             }
             Err(_) => {
-                tracing::warn!("audit store did not answer in 5 s; spooling records");
+                tracing::warn!("audit store did not answer in time; spooling records");
                 false
             }
         }
@@ -369,6 +397,11 @@ impl Writer {
 
     /// Replays the spool into the database, oldest first, in batches.
     async fn drain_spool(&mut self) {
+        if let Ok(s) = self.spool.lock()
+            && let Err(e) = s.sync()
+        {
+            tracing::error!(error = %e, "cannot sync the audit spool");
+        }
         loop {
             let batch = match self.spool.lock() {
                 Ok(mut s) => match s.take_batch(BATCH) {
@@ -479,6 +512,10 @@ impl Spool {
 
     /// Appends records and fsyncs.
     fn append(&mut self, records: &[AuditRecord]) -> std::io::Result<()> {
+        self.append_unsynced(records)?.sync_data()
+    }
+
+    fn append_unsynced(&mut self, records: &[AuditRecord]) -> std::io::Result<File> {
         let mut buf = Vec::new();
         for r in records {
             serde_json::to_writer(&mut buf, r)?;
@@ -489,7 +526,16 @@ impl Spool {
             .append(true)
             .open(&self.active)?;
         f.write_all(&buf)?;
-        f.sync_data()
+        Ok(f)
+    }
+
+    /// Makes records appended without a sync durable.
+    fn sync(&self) -> std::io::Result<()> {
+        match File::open(&self.active) {
+            Ok(f) => f.sync_data(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The next batch to replay, or None when the spool is empty.
