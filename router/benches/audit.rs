@@ -28,13 +28,25 @@ fn record(i: usize) -> AuditRecord {
         source_ip: Some("10.1.2.3".into()),
         api: "chat".into(),
         requested_model: Some(["gpt-4o-mini", "gpt-4o", "private-chat"][i % 3].into()),
-        route: Some(if i.is_multiple_of(5) { "private" } else { "hosted" }.into()),
+        route: Some(
+            if i.is_multiple_of(5) {
+                "private"
+            } else {
+                "hosted"
+            }
+            .into(),
+        ),
         provider: Some("openai".into()),
         upstream_model: Some("gpt-4o-mini-2024-07-18".into()),
         policy_version: Some(
             "sha256:0cff38fa31bf6e2f355b24b30bcb2e798e68dcaaff81559cfdbb1a185ee02e9a".into(),
         ),
-        decision: if i.is_multiple_of(17) { "deny" } else { "allow" }.into(),
+        decision: if i.is_multiple_of(17) {
+            "deny"
+        } else {
+            "allow"
+        }
+        .into(),
         reason_codes: if i.is_multiple_of(17) {
             vec!["secret_in_prompt".into()]
         } else {
