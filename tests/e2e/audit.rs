@@ -2,6 +2,8 @@
 //! failed), no raw PII anywhere in the table, append-only storage and the gateway's role,
 //! tamper detection by `cordon audit verify`, and nothing lost while the database is away.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -548,4 +550,67 @@ async fn with_audit_required_requests_stop_when_records_cannot_be_kept() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_under_load_loses_no_answered_request() {
+    let url = crate::harness::postgres::fresh_database().await;
+    let fx = Fixture::start().await;
+    let mut gw = start(&fx, &url, "");
+    let answered = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (answered, stop) = (answered.clone(), stop.clone());
+        let (url, key) = (gw.url("/v1/chat/completions"), gw.key.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::SeqCst) {
+                let Ok(resp) = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&chat("gpt-test", "load"))
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                let id = resp
+                    .headers()
+                    .get("x-cordon-decision-id")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                // Answered means the whole body arrived.
+                if resp.status() == 200 && resp.bytes().await.is_ok() {
+                    answered.lock().unwrap().push(id.unwrap());
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed in the middle of the load: no shutdown, no flush.
+    let ids_before_kill = answered.lock().unwrap().len();
+    gw.kill9_and_restart();
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(ids_before_kill > 20, "too little load: {ids_before_kill}");
+    let recs = wait_for_records(&gw, answered.len()).await;
+    let stored: std::collections::HashSet<String> = recs
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let missing: Vec<&String> = answered.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered requests have no record: {missing:?}\nlog:\n{}",
+        missing.len(),
+        answered.len(),
+        gw.log()
+    );
+    // And each record once.
+    assert_eq!(stored.len(), recs.len(), "a record was stored twice");
+    let (ok, out, err) = audit_cli(&gw, &["verify"]);
+    assert!(ok, "{out}{err}");
 }

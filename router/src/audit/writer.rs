@@ -51,6 +51,9 @@ impl std::fmt::Debug for AuditSettings {
 
 enum Msg {
     Record(Box<AuditRecord>),
+    /// A journal file all of whose records were queued before this message: delete it once
+    /// they are stored or spooled.
+    Rotate(PathBuf),
     /// Write everything queued, then answer.
     Flush(std::sync::mpsc::Sender<()>),
     /// Flush, write a final checkpoint, stop.
@@ -69,6 +72,8 @@ pub struct AuditStats {
 /// The handle the gateway holds.
 pub struct AuditLog {
     tx: std::sync::mpsc::SyncSender<Msg>,
+    /// Taken at shutdown.
+    journal: Mutex<Option<Journal>>,
     spool: Arc<Mutex<Spool>>,
     /// Set when a record could be neither written nor spooled.
     broken: Arc<AtomicBool>,
@@ -80,11 +85,17 @@ pub struct AuditLog {
 impl AuditLog {
     /// Starts the writer thread. The database may be down: records are spooled until it is up.
     pub fn start(settings: AuditSettings) -> Result<Self, AuditError> {
-        std::fs::create_dir_all(&settings.spool_dir).map_err(|source| AuditError::Spool {
+        let spool_err = |source| AuditError::Spool {
             path: settings.spool_dir.display().to_string(),
             source,
-        })?;
-        let spool = Arc::new(Mutex::new(Spool::new(&settings.spool_dir)));
+        };
+        std::fs::create_dir_all(&settings.spool_dir).map_err(spool_err)?;
+        let mut spool = Spool::new(&settings.spool_dir);
+        // Journals a previous run left (it was killed): their records go to the spool, where
+        // the replay skips those already stored.
+        recover_journals(&settings.spool_dir, &mut spool).map_err(spool_err)?;
+        let journal = Journal::open(&settings.spool_dir).map_err(spool_err)?;
+        let spool = Arc::new(Mutex::new(spool));
         let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue.max(1));
         let broken = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(AuditStats::default());
@@ -108,6 +119,7 @@ impl AuditLog {
             .map_err(|e| AuditError::Record(format!("cannot start the writer: {e}")))?;
         Ok(Self {
             tx,
+            journal: Mutex::new(Some(journal)),
             spool,
             broken,
             required: settings.required,
@@ -126,11 +138,33 @@ impl AuditLog {
     /// (the writer is behind), the caller waits up to [`QUEUE_WAIT`] for room, then writes the
     /// record to the spool itself; nothing is dropped.
     pub fn record(&self, record: AuditRecord) {
+        // The journal write and the queueing happen under one lock, so that a journal file's
+        // records are always queued before its rotation marker.
+        let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rotated = None;
+        if let Some(j) = journal.as_mut() {
+            if let Err(e) = j.append(&record) {
+                tracing::error!(error = %e, "cannot write the audit journal");
+            }
+            if j.bytes >= JOURNAL_ROTATE_BYTES {
+                match j.rotate() {
+                    Ok(old) => rotated = Some(old),
+                    Err(e) => tracing::error!(error = %e, "cannot rotate the audit journal"),
+                }
+            }
+        }
         let mut msg = Msg::Record(Box::new(record));
         let deadline = Instant::now() + QUEUE_WAIT;
         loop {
             match self.tx.try_send(msg) {
-                Ok(()) => return,
+                Ok(()) => {
+                    if let Some(old) = rotated {
+                        // If the marker cannot be queued, the file stays and is replayed (and
+                        // deduplicated) at the next start.
+                        let _ = self.tx.try_send(Msg::Rotate(old));
+                    }
+                    return;
+                }
                 Err(std::sync::mpsc::TrySendError::Full(m)) if Instant::now() < deadline => {
                     msg = m;
                     std::thread::sleep(Duration::from_micros(200));
@@ -144,6 +178,7 @@ impl AuditLog {
                 }
             }
         }
+        drop(journal);
         let Msg::Record(r) = msg else { return };
         // Written without an fsync of its own: the writer syncs the spool on its next pass, as
         // it would have synced the queued record.
@@ -170,6 +205,14 @@ impl AuditLog {
     /// Flushes, writes the shutdown checkpoint and stops the writer.
     pub fn shutdown(&self, timeout: Duration) {
         let (done, wait) = std::sync::mpsc::channel();
+        if let Some(j) = self
+            .journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = self.tx.send(Msg::Rotate(j.path));
+        }
         if self.tx.send(Msg::Shutdown(done)).is_ok() && wait.recv_timeout(timeout).is_ok() {
             if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
                 let _ = t.join();
@@ -217,11 +260,13 @@ impl Writer {
             };
             let mut batch = Vec::new();
             let mut waiters = Vec::new();
+            let mut rotated = Vec::new();
             let mut stop = None;
             let mut next = first;
             while let Some(m) = next {
                 match m {
                     Msg::Record(r) => batch.push(*r),
+                    Msg::Rotate(p) => rotated.push(p),
                     Msg::Flush(w) => waiters.push(w),
                     Msg::Shutdown(w) => {
                         stop = Some(w);
@@ -238,20 +283,35 @@ impl Writer {
             } else if self.spool_pending() {
                 self.drain_spool().await;
             }
+            // Every record of these journals is now stored or in the (synced) spool.
+            if !self.broken.load(Ordering::Relaxed) {
+                for p in rotated {
+                    if let Err(e) = std::fs::remove_file(&p) {
+                        tracing::warn!(error = %e, path = %p.display(), "cannot remove an audit journal");
+                    }
+                }
+            }
             for w in waiters {
                 let _ = w.send(());
             }
             if let Some(w) = stop {
                 // Anything still queued behind the shutdown message.
-                let rest: Vec<AuditRecord> = rx
-                    .try_iter()
-                    .filter_map(|m| match m {
-                        Msg::Record(r) => Some(*r),
-                        _ => None,
-                    })
-                    .collect();
+                let mut rest = Vec::new();
+                let mut journals = Vec::new();
+                for m in rx.try_iter() {
+                    match m {
+                        Msg::Record(r) => rest.push(*r),
+                        Msg::Rotate(p) => journals.push(p),
+                        _ => {}
+                    }
+                }
                 if !rest.is_empty() {
                     self.write(rest).await;
+                }
+                if !self.broken.load(Ordering::Relaxed) {
+                    for p in journals {
+                        let _ = std::fs::remove_file(p);
+                    }
                 }
                 self.drain_spool().await;
                 self.checkpoint().await;
@@ -355,7 +415,7 @@ impl Writer {
         let mut next = chain.clone();
         let rows: Vec<StoredRow> = batch
             .iter()
-            .filter(|r| !skip.contains(&r.id))
+            .filter(|r| !dedupe || skip.insert(r.id.clone()))
             .map(|r| StoredRow::of(next.append(r), r))
             .collect();
         let n = rows.len() as u64;
@@ -480,6 +540,89 @@ async fn stored_ids(
         }
     }
     Ok(out)
+}
+
+/// Journal files are rotated at this size.
+const JOURNAL_ROTATE_BYTES: u64 = 16 << 20;
+
+/// The write-ahead journal: every record is written here (a plain write, no fsync) before it is
+/// queued, so that killing the process (`kill -9`) loses nothing: the kernel keeps the bytes.
+/// Files are deleted once all their records are stored or spooled; the ones a killed process
+/// left are moved to the spool at the next start.
+struct Journal {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    bytes: u64,
+    started: u128,
+    n: u64,
+}
+
+impl Journal {
+    fn name(dir: &Path, started: u128, n: u64) -> PathBuf {
+        dir.join(format!("audit-journal-{started}-{n:06}.jsonl"))
+    }
+
+    fn open(dir: &Path) -> std::io::Result<Self> {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = Self::name(dir, started, 0);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            path,
+            file,
+            bytes: 0,
+            started,
+            n: 0,
+        })
+    }
+
+    fn append(&mut self, r: &AuditRecord) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(r)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.bytes += line.len() as u64;
+        Ok(())
+    }
+
+    /// Starts a new file; returns the old one's path.
+    fn rotate(&mut self) -> std::io::Result<PathBuf> {
+        self.n += 1;
+        let path = Self::name(&self.dir, self.started, self.n);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.file = file;
+        self.bytes = 0;
+        Ok(std::mem::replace(&mut self.path, path))
+    }
+}
+
+/// Moves the records of journals left by a previous run into the spool (synced), then deletes
+/// the journals.
+fn recover_journals(dir: &Path, spool: &mut Spool) -> std::io::Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit-journal-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f)?;
+        let records: Vec<AuditRecord> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if !records.is_empty() {
+            tracing::info!(records = records.len(), path = %f.display(), "recovering audit records from a journal");
+            spool.append(&records)?;
+        }
+        std::fs::remove_file(&f)?;
+    }
+    Ok(())
 }
 
 /// The spool: `audit-spool.jsonl` receives records while the database is away; a replay moves

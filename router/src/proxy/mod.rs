@@ -69,6 +69,7 @@ pub struct Gateway {
     key_usage: KeyUsage,
     /// `None` when `audit.enabled = false`.
     audit: Option<Arc<AuditLog>>,
+    prices: Arc<std::collections::BTreeMap<String, crate::config::Price>>,
 }
 
 /// What one request accumulates as it passes the phases; read by `logging`.
@@ -101,6 +102,112 @@ pub struct RequestCtx {
     pub dlp_applied: std::collections::BTreeMap<String, String>,
     /// The masked prompt, when the decision's obligations ask to keep it.
     pub prompt: Option<String>,
+    audit: Option<Arc<AuditLog>>,
+    prices: Arc<std::collections::BTreeMap<String, crate::config::Price>>,
+    /// The audit record was written.
+    audited: bool,
+}
+
+impl RequestCtx {
+    /// Records the request in the audit log, once. Called just before the last bytes of a
+    /// response are written (so that a response a client got always has its record in the
+    /// journal), and from `logging` for requests that ended otherwise.
+    fn audit_now(&mut self, session: &Session, status: u16) {
+        if self.audited
+            || matches!(
+                self.endpoint,
+                Some(Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics)
+            )
+        {
+            return;
+        }
+        if let Some(audit) = self.audit.clone() {
+            self.audited = true;
+            let record = self.audit_record(session, status);
+            audit.record(record);
+        }
+    }
+
+    /// The audit record of a finished request: what every phase left in the context.
+    fn audit_record(&mut self, session: &Session, status: u16) -> AuditRecord {
+        let ctx = self;
+        let key = ctx.principal.as_ref().map(|p| &p.key);
+        let nonempty = |s: &String| Some(s.clone()).filter(|s| !s.is_empty());
+        let decision = match &ctx.decision {
+            None => "none",
+            Some(d) if d.allow => "allow",
+            Some(d) if d.is_policy_error() => "error",
+            Some(_) => "deny",
+        };
+        let (tokens_in, tokens_out) = match ctx.usage {
+            Some(u) => (Some(u.prompt_tokens), Some(u.completion_tokens)),
+            None => (None, None),
+        };
+        let cost_micros = match (ctx.model.as_deref(), ctx.usage) {
+            (Some(m), Some(u)) => ctx
+                .prices
+                .get(m)
+                .map(|p| p.cost_micros(u.prompt_tokens, u.completion_tokens)),
+            _ => None,
+        };
+        AuditRecord {
+            id: ctx.request_id.clone(),
+            time_ms: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+                - ctx.started.elapsed().as_millis() as i64,
+            user_id: key.and_then(|k| nonempty(&k.owner)),
+            api_key_id: key.map(|k| k.id.clone()),
+            team: key.and_then(|k| nonempty(&k.team)),
+            auth_method: ctx.principal.as_ref().map(|p| p.method.as_str().to_owned()),
+            source_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string()),
+            api: match ctx.endpoint {
+                Some(Endpoint::Llm(api)) => api.as_str().to_owned(),
+                Some(e) => e.label().to_owned(),
+                None => "unknown".to_owned(),
+            },
+            requested_model: ctx.model.clone(),
+            route: ctx.route.map(|r| r.as_str().to_owned()),
+            provider: ctx.provider.clone(),
+            upstream_model: ctx.upstream_model.clone(),
+            policy_version: ctx.policy_version.clone(),
+            decision: decision.to_owned(),
+            reason_codes: ctx
+                .decision
+                .as_ref()
+                .map(|d| d.reasons.iter().map(|r| r.code.clone()).collect())
+                .unwrap_or_default(),
+            dlp_findings: ctx
+                .dlp
+                .iter()
+                .map(|f| AuditFinding {
+                    entity_type: f.entity.clone(),
+                    count: f.count as u64,
+                    locations: f.locations.clone(),
+                })
+                .collect(),
+            dlp_actions: std::mem::take(&mut ctx.dlp_applied),
+            obligations: ctx
+                .decision
+                .as_ref()
+                .and_then(|d| serde_json::to_value(&d.obligations).ok()),
+            shadow: ctx
+                .shadow
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok()),
+            status,
+            latency_ms: ctx.started.elapsed().as_millis() as u64,
+            upstream_ms: ctx.upstream_first_byte.map(|d| d.as_millis() as u64),
+            tokens_in,
+            tokens_out,
+            cost_micros,
+            stream: ctx.stream,
+            error_class: ctx.error_code.map(str::to_owned),
+            fail_open: ctx.fail_open,
+            prompt: ctx.prompt.take(),
+        }
+    }
 }
 
 #[async_trait]
@@ -129,6 +236,9 @@ impl ProxyHttp for Gateway {
             fail_open: false,
             dlp_applied: Default::default(),
             prompt: None,
+            audit: self.audit.clone(),
+            prices: self.prices.clone(),
+            audited: false,
         }
     }
 
@@ -211,99 +321,11 @@ impl ProxyHttp for Gateway {
             ms = ctx.started.elapsed().as_millis() as u64,
             "request"
         );
-        if let Some(audit) = &self.audit
-            && !matches!(
-                ctx.endpoint,
-                Some(Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics)
-            )
-        {
-            audit.record(self.audit_record(session, ctx, status));
-        }
+        ctx.audit_now(session, status);
     }
 }
 
 impl Gateway {
-    /// The audit record of a finished request: what every phase left in the context.
-    fn audit_record(&self, session: &Session, ctx: &mut RequestCtx, status: u16) -> AuditRecord {
-        let key = ctx.principal.as_ref().map(|p| &p.key);
-        let nonempty = |s: &String| Some(s.clone()).filter(|s| !s.is_empty());
-        let decision = match &ctx.decision {
-            None => "none",
-            Some(d) if d.allow => "allow",
-            Some(d) if d.is_policy_error() => "error",
-            Some(_) => "deny",
-        };
-        let (tokens_in, tokens_out) = match ctx.usage {
-            Some(u) => (Some(u.prompt_tokens), Some(u.completion_tokens)),
-            None => (None, None),
-        };
-        let cost_micros = match (ctx.model.as_deref(), ctx.usage) {
-            (Some(m), Some(u)) => self
-                .config
-                .prices
-                .get(m)
-                .map(|p| p.cost_micros(u.prompt_tokens, u.completion_tokens)),
-            _ => None,
-        };
-        AuditRecord {
-            id: ctx.request_id.clone(),
-            time_ms: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-                - ctx.started.elapsed().as_millis() as i64,
-            user_id: key.and_then(|k| nonempty(&k.owner)),
-            api_key_id: key.map(|k| k.id.clone()),
-            team: key.and_then(|k| nonempty(&k.team)),
-            auth_method: ctx.principal.as_ref().map(|p| p.method.as_str().to_owned()),
-            source_ip: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string()),
-            api: match ctx.endpoint {
-                Some(Endpoint::Llm(api)) => api.as_str().to_owned(),
-                Some(e) => e.label().to_owned(),
-                None => "unknown".to_owned(),
-            },
-            requested_model: ctx.model.clone(),
-            route: ctx.route.map(|r| r.as_str().to_owned()),
-            provider: ctx.provider.clone(),
-            upstream_model: ctx.upstream_model.clone(),
-            policy_version: ctx.policy_version.clone(),
-            decision: decision.to_owned(),
-            reason_codes: ctx
-                .decision
-                .as_ref()
-                .map(|d| d.reasons.iter().map(|r| r.code.clone()).collect())
-                .unwrap_or_default(),
-            dlp_findings: ctx
-                .dlp
-                .iter()
-                .map(|f| AuditFinding {
-                    entity_type: f.entity.clone(),
-                    count: f.count as u64,
-                    locations: f.locations.clone(),
-                })
-                .collect(),
-            dlp_actions: std::mem::take(&mut ctx.dlp_applied),
-            obligations: ctx
-                .decision
-                .as_ref()
-                .and_then(|d| serde_json::to_value(&d.obligations).ok()),
-            shadow: ctx
-                .shadow
-                .as_ref()
-                .and_then(|s| serde_json::to_value(s).ok()),
-            status,
-            latency_ms: ctx.started.elapsed().as_millis() as u64,
-            upstream_ms: ctx.upstream_first_byte.map(|d| d.as_millis() as u64),
-            tokens_in,
-            tokens_out,
-            cost_micros,
-            stream: ctx.stream,
-            error_class: ctx.error_code.map(str::to_owned),
-            fail_open: ctx.fail_open,
-            prompt: ctx.prompt.take(),
-        }
-    }
-
     pub fn new(
         config: Config,
         hash_key: Vec<u8>,
@@ -321,6 +343,7 @@ impl Gateway {
             auth: OnceCell::new(),
             policy,
             audit,
+            prices: Arc::new(config.prices.clone()),
             config,
         }
     }
@@ -686,6 +709,10 @@ impl Gateway {
             }
         };
         ctx.usage = relay.usage();
+        if failure.is_some() {
+            ctx.error_code = Some("stream_interrupted");
+        }
+        ctx.audit_now(session, status);
         if let Some(reason) = failure {
             self.metrics
                 .upstream_errors
@@ -881,6 +908,7 @@ async fn respond(
         header.insert_header(k.to_string(), *v)?;
     }
     ctx.status = status;
+    ctx.audit_now(session, status);
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(header), head_only)

@@ -122,6 +122,26 @@ impl Gateway {
         format!("{}{path}", self.base)
     }
 
+    /// Kills the process with SIGKILL (no cleanup of any kind) and starts it again on the same
+    /// config and data directory.
+    pub fn kill9_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self._dir.path().join("gateway.log"))
+            .unwrap();
+        self.child = Command::new(BIN)
+            .args(["serve", "--config", self.config_path.to_str().unwrap()])
+            .env("MOCK_OPENAI_KEY", super::mock::OPENAI_KEY)
+            .env("MOCK_ANTHROPIC_KEY", super::mock::ANTHROPIC_KEY)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.wait_healthy();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
