@@ -614,3 +614,37 @@ async fn kill_9_under_load_loses_no_answered_request() {
     let (ok, out, err) = audit_cli(&gw, &["verify"]);
     assert!(ok, "{out}{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_keep_their_own_chains_in_one_database() {
+    let url = crate::harness::postgres::fresh_database().await;
+    let fx = Fixture::start().await;
+    let a = start(&fx, &url, "");
+    let b = Gateway::start_with(&fx.config(), "", |d| {
+        let key = d.join("audit.key");
+        std::fs::write(&key, SIGNING_KEY).unwrap();
+        format!(
+            "[data]\ndir = \"{}\"\n[database]\nurl = \"{url}\"\n[audit]\nsigning_key = \"file:{}\"\nchain_id = \"gw-other\"\n",
+            d.display(),
+            key.display()
+        )
+    });
+    for i in 0..6 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            post(gw, &gw.key, chat("gpt-test", "hi")).await.status(),
+            200
+        );
+    }
+    let recs = wait_for_records(&a, 6).await;
+    assert_eq!(recs.len(), 6);
+    let (ok, out, err) = audit_cli(&a, &["verify"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("chain gw-other: records up to 3")
+            && out.contains("chain gw-test: records up to 3"),
+        "{out}"
+    );
+    let (ok, out, _) = audit_cli(&a, &["query", "--json", "--chain", "gw-other"]);
+    assert!(ok && out.lines().count() == 3, "{out}");
+}

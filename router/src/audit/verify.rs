@@ -208,3 +208,58 @@ fn check_checkpoint(
         None => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::sample;
+    use crate::db::Database;
+    use ed25519_dalek::SigningKey;
+
+    #[tokio::test]
+    async fn verify_on_sqlite_passes_then_finds_an_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+        let store = AuditStore::new(Database::open(&url).await.unwrap());
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let mut chain = crate::audit::Chain::new("one");
+        let rows: Vec<StoredRow> = (0..5)
+            .map(|i| {
+                let r = sample(&format!("r{i}"));
+                StoredRow::of(chain.append(&r), &r)
+            })
+            .collect();
+        store.append(&rows).await.unwrap();
+        store
+            .add_checkpoint(&Checkpoint::sign(&key, &chain, 1))
+            .await
+            .unwrap();
+        let ok = verify(&store, &Filter::default(), &key.verifying_key(), || {})
+            .await
+            .unwrap();
+        assert!(ok.problems.is_empty(), "{:?}", ok.problems);
+        assert_eq!((ok.records, ok.checkpoints), (5, 1));
+        // The triggers refuse the edit; an attacker drops them first.
+        let e = sqlx::query("UPDATE audit_log SET status = 500 WHERE seq = 2")
+            .execute(&store.db.pool)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("append-only"), "{e}");
+        sqlx::query("DROP TRIGGER audit_log_no_update")
+            .execute(&store.db.pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_log SET record = replace(record, '\"latency_ms\":12', '\"latency_ms\":1') WHERE seq = 2")
+            .execute(&store.db.pool)
+            .await
+            .unwrap();
+        let bad = verify(&store, &Filter::default(), &key.verifying_key(), || {})
+            .await
+            .unwrap();
+        assert_eq!(bad.problems.len(), 1, "{:?}", bad.problems);
+        assert_eq!(
+            (bad.problems[0].seq, bad.problems[0].kind),
+            (2, ProblemKind::Altered)
+        );
+    }
+}
