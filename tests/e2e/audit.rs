@@ -88,23 +88,7 @@ async fn every_request_is_recorded_without_raw_pii() {
     let url = crate::harness::postgres::fresh_database().await;
     let fx = Fixture::start().await;
     let gw = start(&fx, &url, "");
-    let cfg = gw.config_path.to_str().unwrap();
-    let (ok, out, _) = cordon(&[
-        "keys",
-        "create",
-        "--config",
-        cfg,
-        "--name",
-        "f",
-        "--team",
-        "fraud-investigations",
-        "--json",
-    ]);
-    assert!(ok);
-    let fraud = serde_json::from_str::<Value>(&out).unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let fraud = gw.create_key(&["--team", "fraud-investigations"]);
 
     let pii = format!("mail {EMAIL}, call {PHONE}");
     // Records are looked up by the decision id each response carried: the logging phase runs

@@ -61,20 +61,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn new_key(gw: &Gateway, extra: &[&str]) -> String {
-    let cfg = gw.config_path.to_str().unwrap();
-    let mut args = vec![
-        "keys", "create", "--config", cfg, "--name", "k", "--team", "qa", "--json",
-    ];
-    args.extend_from_slice(extra);
-    let (ok, out, err) = cordon(&args);
-    assert!(ok, "{err}");
-    serde_json::from_str::<Value>(&out).unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// Polls until `f` holds or 10 s pass.
 async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -197,7 +183,7 @@ async fn denials_carry_the_policy_reasons() {
     assert!(v["error"]["message"].as_str().unwrap().contains("gpt-4o"));
     assert!(!id.is_empty());
     assert!(fx.mock.requests().is_empty());
-    let premium = new_key(&gw, &["--group", "llm-premium"]);
+    let premium = gw.create_key(&["--group", "llm-premium"]);
     assert_eq!(
         post(&gw, &premium, chat("gpt-4o", "hello"), &[])
             .await
@@ -205,7 +191,7 @@ async fn denials_carry_the_policy_reasons() {
         200
     );
     // Department attribute: HR keeps its data on-prem.
-    let hr = new_key(&gw, &["--attr", "department=hr"]);
+    let hr = gw.create_key(&["--attr", "department=hr"]);
     let resp = post(&gw, &hr, chat("gpt-test", "hello"), &[]).await;
     assert_eq!(resp.headers()["x-cordon-route"], "private");
     let m = get_text(&gw, "/metrics").await;

@@ -276,19 +276,9 @@ impl Config {
 /// Only the store settings of a config file (or of the embedded default), for the commands that
 /// manage keys: they need the database, not the providers' secrets or certificates.
 pub fn database_url(path: Option<&Path>) -> Result<String, ConfigError> {
-    let (text, base) = match path {
-        Some(p) => (
-            std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                path: p.to_owned(),
-                source,
-            })?,
-            p.parent().unwrap_or(Path::new(".")),
-        ),
-        None => (EMBEDDED_DEFAULT.to_owned(), Path::new(".")),
-    };
-    let raw: raw::RawConfig = toml::from_str(&text)?;
+    let (raw, base) = read_raw(path)?;
     let mut v = Validator {
-        base_dir: base,
+        base_dir: &base,
         errors: Vec::new(),
     };
     let (_, url) = v.store(raw.data, raw.database);
@@ -298,22 +288,28 @@ pub fn database_url(path: Option<&Path>) -> Result<String, ConfigError> {
     }
 }
 
-/// Only the audit settings (and the data directory) of a config file or the embedded default,
-/// for `cordon audit`: auditors need the store and the key, not the providers' secrets.
-pub fn audit_settings(path: Option<&Path>) -> Result<(AuditConfig, PathBuf), ConfigError> {
+/// The raw tables of a config file, or of the embedded default, and the directory relative
+/// paths resolve against.
+fn read_raw(path: Option<&Path>) -> Result<(raw::RawConfig, PathBuf), ConfigError> {
     let (text, base) = match path {
         Some(p) => (
             std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                 path: p.to_owned(),
                 source,
             })?,
-            p.parent().unwrap_or(Path::new(".")),
+            p.parent().unwrap_or(Path::new(".")).to_owned(),
         ),
-        None => (EMBEDDED_DEFAULT.to_owned(), Path::new(".")),
+        None => (EMBEDDED_DEFAULT.to_owned(), PathBuf::from(".")),
     };
-    let raw: raw::RawConfig = toml::from_str(&text)?;
+    Ok((toml::from_str(&text)?, base))
+}
+
+/// Only the audit settings (and the data directory) of a config file or the embedded default,
+/// for `cordon audit`: auditors need the store and the key, not the providers' secrets.
+pub fn audit_settings(path: Option<&Path>) -> Result<(AuditConfig, PathBuf), ConfigError> {
+    let (raw, base) = read_raw(path)?;
     let mut v = Validator {
-        base_dir: base,
+        base_dir: &base,
         errors: Vec::new(),
     };
     let (data_dir, url) = v.store(raw.data, raw.database);

@@ -142,6 +142,22 @@ impl Gateway {
         self.wait_healthy();
     }
 
+    /// Creates another API key (team `qa` unless `extra` says otherwise) and returns it.
+    pub fn create_key(&self, extra: &[&str]) -> String {
+        let cfg = self.config_path.to_str().unwrap();
+        let mut args = vec!["keys", "create", "--config", cfg, "--name", "k", "--json"];
+        if !extra.contains(&"--team") {
+            args.extend_from_slice(&["--team", "qa"]);
+        }
+        args.extend_from_slice(extra);
+        let (ok, out, err) = cordon(&args);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
