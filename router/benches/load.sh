@@ -3,13 +3,15 @@
 # (examples/bench_upstream.rs), it measures with wrk:
 #   direct  - straight to the upstream
 #   bare    - through a bare Pingora pass-through (examples/bare_proxy.rs), the baseline
-#   cordon  - through Cordon (auth, body read and parse, routing, relay, metrics, access log)
+#   cordon  - through Cordon (auth, body read and parse, DLP scan, the bundled Rego policies,
+#             routing, relay, metrics, access log, audit record to SQLite)
 # at concurrency 1 and 64, and reports RPS, p50/p99 latency, the latency each proxy adds over
 # direct, Cordon's throughput as a ratio of the bare pass-through, and Cordon's peak RSS.
 #   router/benches/load.sh            (DURATION=10 THREADS=2 to change the run)
 # PIN=1 puts the proxy under test on the last core and wrk and the upstream on the others
 # (taskset), so that tail latency measures the proxy rather than the scheduler. CORDON_LOG
-# sets Cordon's log level (default info: one access-log line per request).
+# sets Cordon's log level (default info: one access-log line per request). CORDON_EXTRA is
+# appended to Cordon's config (for example $'[audit]\nenabled = false' to measure without it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION="${DURATION:-10}"
@@ -43,12 +45,15 @@ graceful_shutdown_timeout_seconds = 0
 dir = "$work"
 [dlp]
 rules_dir = "$PWD/dlp-rules"
+[policy]
+dir = "$PWD/policies"
 [providers.bench]
 type = "openai"
 base_url = "http://127.0.0.1:$UP_PORT/v1"
 [[models]]
 name = "bench"
 provider = "bench"
+${CORDON_EXTRA:-}
 TOML
 key=$("$bin/cordon" keys create --config "$work/cordon.toml" --name bench --json | sed 's/.*"key":"\([^"]*\)".*/\1/')
 CORDON_LOG="${CORDON_LOG:-info}" "${proxy_core[@]}" "$bin/cordon" serve --config "$work/cordon.toml" 2>"$work/cordon.log" & cordon_pid=$!; pids+=($cordon_pid)

@@ -492,7 +492,7 @@ impl Validator<'_> {
             signing_key,
             checkpoint_every,
             required: raw.required.unwrap_or(false),
-            queue: raw.queue.unwrap_or(65_536).max(1),
+            queue: raw.queue.unwrap_or(16_384).max(1),
             spool_dir: raw
                 .spool_dir
                 .map(|d| self.path(&d))
