@@ -135,13 +135,14 @@ impl AuditLog {
     }
 
     /// Hands a record to the writer without waiting for the database. When the queue is full
-    /// (the writer is behind), the caller writes the record to the spool itself (after waiting
-    /// [`QUEUE_WAIT`] for room); nothing is dropped.
+    /// (the writer is behind), the caller waits up to [`QUEUE_WAIT`] for room, then writes the
+    /// record to the spool itself; nothing is dropped.
     pub fn record(&self, record: AuditRecord) {
-        // The journal write and the queueing happen under one lock, so that a journal file's
-        // records are always queued before its rotation marker.
+        // The journal write and the first queueing attempt happen under one lock, so that a
+        // journal file's records are queued before its rotation marker.
         let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         let mut rotated = None;
+        let mut generation = None;
         if let Some(j) = journal.as_mut() {
             if let Err(e) = j.append(&record) {
                 tracing::error!(error = %e, "cannot write the audit journal");
@@ -152,47 +153,65 @@ impl AuditLog {
                     Err(e) => tracing::error!(error = %e, "cannot rotate the audit journal"),
                 }
             }
+            generation = Some(j.n);
         }
-        let mut msg = Msg::Record(Box::new(record));
+        let Err(std::sync::mpsc::TrySendError::Full(mut msg)) =
+            self.tx.try_send(Msg::Record(Box::new(record)))
+        else {
+            // Queued (or the writer is gone, and the journal keeps the record for the next start).
+            if let Some(old) = rotated {
+                // If the marker cannot be queued, the file stays and is replayed (and
+                // deduplicated) at the next start.
+                let _ = self.tx.try_send(Msg::Rotate(old));
+            }
+            return;
+        };
+        // The writer is behind: wait for room without holding the lock, so that other requests
+        // are not queued behind this one.
+        drop(journal);
         let deadline = Instant::now() + QUEUE_WAIT;
-        loop {
+        let (queued, record) = loop {
+            let kept = match &msg {
+                Msg::Record(r) => (**r).clone(),
+                _ => return,
+            };
             match self.tx.try_send(msg) {
-                Ok(()) => {
-                    if let Some(old) = rotated {
-                        // If the marker cannot be queued, the file stays and is replayed (and
-                        // deduplicated) at the next start.
-                        let _ = self.tx.try_send(Msg::Rotate(old));
-                    }
-                    return;
-                }
+                Ok(()) => break (true, kept),
                 Err(std::sync::mpsc::TrySendError::Full(m)) if Instant::now() < deadline => {
                     msg = m;
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                Err(
-                    std::sync::mpsc::TrySendError::Full(m)
-                    | std::sync::mpsc::TrySendError::Disconnected(m),
-                ) => {
-                    msg = m;
-                    break;
-                }
+                Err(_) => break (false, kept),
             }
+        };
+        let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        // The journal rotated while this record waited: its rotation marker may be processed
+        // before the record is stored, so the record goes into the current journal too (replays
+        // skip duplicates).
+        if let Some(j) = journal.as_mut()
+            && Some(j.n) != generation
+            && let Err(e) = j.append(&record)
+        {
+            tracing::error!(error = %e, "cannot write the audit journal");
         }
         drop(journal);
-        let Msg::Record(r) = msg else { return };
-        // Written without an fsync of its own: the writer syncs the spool on its next pass, as
-        // it would have synced the queued record.
-        let ok = self
-            .spool
-            .lock()
-            .map(|mut s| s.append_unsynced(std::slice::from_ref(&*r)).is_ok())
-            .unwrap_or(false);
-        if ok {
-            self.stats.spooled.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.broken.store(true, Ordering::Relaxed);
-            self.stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(id = %r.id, "audit record could be neither queued nor spooled");
+        if !queued {
+            // Written without an fsync of its own: the writer syncs the spool on its next pass.
+            let ok = self
+                .spool
+                .lock()
+                .map(|mut s| s.append_unsynced(std::slice::from_ref(&record)).is_ok())
+                .unwrap_or(false);
+            if ok {
+                self.stats.spooled.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.broken.store(true, Ordering::Relaxed);
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(id = %record.id, "audit record could be neither queued nor spooled");
+            }
+        }
+        if let Some(old) = rotated {
+            let _ = self.tx.try_send(Msg::Rotate(old));
         }
     }
 
@@ -236,10 +255,9 @@ struct Writer {
     settings: AuditSettings,
 }
 
-/// How long a request waits for room in a full queue before spooling its record itself. Zero:
-/// waiting here held the journal lock and queued every other request behind it (p99 of
-/// 370 ms in the load bench); a spilled record costs one unsynced write and is replayed.
-pub const QUEUE_WAIT: Duration = Duration::ZERO;
+/// How long a request waits for room in a full queue before spooling its record itself (the
+/// wait happens outside the journal lock, so requests do not queue behind each other).
+pub const QUEUE_WAIT: Duration = Duration::from_millis(100);
 
 /// How long to wait before trying an unreachable database again.
 const RETRY: Duration = Duration::from_millis(500);
