@@ -61,6 +61,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Edits a bundle's data.json so that gpt-test is restricted to a group nobody is in (the
+/// bundle's own tests still pass).
+fn restrict_gpt_test(bundle: &Path) {
+    let data_path = bundle.join("data.json");
+    let mut data: Value =
+        serde_json::from_str(&std::fs::read_to_string(&data_path).unwrap()).unwrap();
+    data["tables"]["model_access"]["restricted_models"]["gpt-test"] =
+        json!({"groups": ["nobody"], "teams": []});
+    std::fs::write(&data_path, serde_json::to_string_pretty(&data).unwrap()).unwrap();
+}
+
 /// Polls until `f` holds or 10 s pass.
 async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -286,12 +297,7 @@ async fn bundles_reload_on_change_and_keep_the_last_good_one() {
     );
 
     // Restrict gpt-test in data.json: the watcher reloads and the new table applies.
-    let data_path = bundle.join("data.json");
-    let mut data: Value =
-        serde_json::from_str(&std::fs::read_to_string(&data_path).unwrap()).unwrap();
-    data["tables"]["model_access"]["restricted_models"]["gpt-test"] =
-        json!({"groups": ["nobody"], "teams": []});
-    std::fs::write(&data_path, serde_json::to_string_pretty(&data).unwrap()).unwrap();
+    restrict_gpt_test(bundle.as_path());
     assert!(
         eventually(async || post(&gw, &gw.key, chat("gpt-test", "hi"), &[])
             .await
@@ -358,12 +364,7 @@ async fn sighup_reloads_when_watching_is_off() {
             bundle.display()
         );
     let gw = Gateway::start(&config);
-    let data_path = bundle.join("data.json");
-    let mut data: Value =
-        serde_json::from_str(&std::fs::read_to_string(&data_path).unwrap()).unwrap();
-    data["tables"]["model_access"]["restricted_models"]["gpt-test"] =
-        json!({"groups": ["nobody"], "teams": []});
-    std::fs::write(&data_path, serde_json::to_string(&data).unwrap()).unwrap();
+    restrict_gpt_test(bundle.as_path());
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
         post(&gw, &gw.key, chat("gpt-test", "hi"), &[])
@@ -396,12 +397,7 @@ async fn shadow_bundles_are_compared_never_enforced() {
     let shadow = dir.path().join("candidate");
     copy_dir(&repo().join("policies"), &shadow);
     // The candidate would restrict gpt-test (and still passes its own tests).
-    let data_path = shadow.join("data.json");
-    let mut data: Value =
-        serde_json::from_str(&std::fs::read_to_string(&data_path).unwrap()).unwrap();
-    data["tables"]["model_access"]["restricted_models"]["gpt-test"] =
-        json!({"groups": ["nobody"], "teams": []});
-    std::fs::write(&data_path, serde_json::to_string(&data).unwrap()).unwrap();
+    restrict_gpt_test(shadow.as_path());
     let config = fx.config()
         + &format!(
             "\n[policy]\ndir = \"{}\"\nshadow_dir = \"{}\"\n",

@@ -23,6 +23,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Starts `cordon serve` with the mock providers' keys, logging to `log`.
+fn serve(config: &Path, log: std::fs::File) -> Child {
+    Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("MOCK_OPENAI_KEY", super::mock::OPENAI_KEY)
+        .env("MOCK_ANTHROPIC_KEY", super::mock::ANTHROPIC_KEY)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 /// Runs `cordon` with arguments and returns (status, stdout, stderr).
 pub fn cordon(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN).args(args).output().unwrap();
@@ -72,14 +84,7 @@ impl Gateway {
             .unwrap()
             .to_owned();
         let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--config", cfg])
-            .env("MOCK_OPENAI_KEY", super::mock::OPENAI_KEY)
-            .env("MOCK_ANTHROPIC_KEY", super::mock::ANTHROPIC_KEY)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = serve(&config_path, log);
         let gw = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -131,14 +136,7 @@ impl Gateway {
             .append(true)
             .open(self._dir.path().join("gateway.log"))
             .unwrap();
-        self.child = Command::new(BIN)
-            .args(["serve", "--config", self.config_path.to_str().unwrap()])
-            .env("MOCK_OPENAI_KEY", super::mock::OPENAI_KEY)
-            .env("MOCK_ANTHROPIC_KEY", super::mock::ANTHROPIC_KEY)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        self.child = serve(&self.config_path, log);
         self.wait_healthy();
     }
 
