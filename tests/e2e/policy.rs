@@ -61,6 +61,15 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+async fn readyz(gw: &Gateway) -> Value {
+    reqwest::get(gw.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Edits a bundle's data.json so that gpt-test is restricted to a group nobody is in (the
 /// bundle's own tests still pass).
 fn restrict_gpt_test(bundle: &Path) {
@@ -98,12 +107,7 @@ async fn every_response_carries_the_decision_id() {
     let resp = post(&gw, "ck-wrong", chat("gpt-test", "hello"), &[]).await;
     assert_eq!(resp.status(), 401);
     assert!(resp.headers().contains_key("x-cordon-decision-id"));
-    let ready: Value = reqwest::get(gw.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = readyz(&gw).await;
     assert!(
         ready["policy"]["version"]
             .as_str()
@@ -280,14 +284,7 @@ async fn bundles_reload_on_change_and_keep_the_last_good_one() {
     let config = fx.config() + &format!("\n[policy]\ndir = \"{}\"\n", bundle.display());
     let gw = Gateway::start(&config);
     let version = |v: &Value| v["policy"]["version"].as_str().unwrap().to_owned();
-    let ready = || async {
-        reqwest::get(gw.url("/readyz"))
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let ready = || readyz(&gw);
     let v0 = version(&ready().await);
     assert_eq!(
         post(&gw, &gw.key, chat("gpt-test", "hi"), &[])
@@ -423,12 +420,7 @@ async fn shadow_bundles_are_compared_never_enforced() {
         m.contains("cordon_policy_bundle_info{role=\"shadow\""),
         "{m}"
     );
-    let ready: Value = reqwest::get(gw.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = readyz(&gw).await;
     assert!(
         ready["policy"]["shadow_version"]
             .as_str()

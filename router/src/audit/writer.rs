@@ -170,18 +170,19 @@ impl AuditLog {
         // are not queued behind this one.
         drop(journal);
         let deadline = Instant::now() + QUEUE_WAIT;
-        let (queued, record) = loop {
-            let kept = match &msg {
-                Msg::Record(r) => (**r).clone(),
-                _ => return,
-            };
+        // Kept for the spool or a re-journal below; cloned once, only on this slow path.
+        let record = match &msg {
+            Msg::Record(r) => (**r).clone(),
+            _ => return,
+        };
+        let queued = loop {
             match self.tx.try_send(msg) {
-                Ok(()) => break (true, kept),
+                Ok(()) => break true,
                 Err(std::sync::mpsc::TrySendError::Full(m)) if Instant::now() < deadline => {
                     msg = m;
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                Err(_) => break (false, kept),
+                Err(_) => break false,
             }
         };
         let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
