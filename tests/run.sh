@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need first, idempotently: Debian packages, a Python
-# virtualenv with the official SDKs (kept outside the clone, in $CORDON_CACHE), and a running
-# PostgreSQL. CI calls exactly this (.ci/run).
+# virtualenv with the official SDKs and one with libtorch (both kept outside the clone, in
+# $CORDON_CACHE), and a running PostgreSQL. CI calls exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,7 +46,12 @@ if [[ ! -x "$VENV/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; th
 fi
 export CORDON_PYTHON="$VENV/bin/python"
 
-# 4. Lints, then every test in the workspace.
+# 4. libtorch for the private inference server: the torch==2.13.0 wheel (and the reference
+#    libraries its tests compare against) in a second virtualenv; exports LIBTORCH_USE_PYTORCH,
+#    VIRTUAL_ENV and CORDON_TORCH_PYTHON.
+source inference/setup.sh
+
+# 5. Lints, then every test in the workspace.
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

@@ -1,7 +1,8 @@
 """Reference outputs from Hugging Face transformers and sentence-transformers, for the
 inference server's parity tests.
 
-    python reference.py OUT_DIR
+    python reference.py OUT_DIR            # everything below
+    python reference.py OUT_DIR qwen2      # only that model's directory (for the e2e suite)
 
 writes, under OUT_DIR:
   llama/, qwen2/     tiny random-weight LlamaForCausalLM (llama3 RoPE scaling, untied
@@ -148,10 +149,7 @@ def embeddings():
     return {"path": path, "sentences": SENTENCES, "vectors": vectors.tolist()}
 
 
-def main():
-    out = sys.argv[1]
-    os.makedirs(out, exist_ok=True)
-    torch.set_num_threads(2)
+def configs():
     common = dict(
         hidden_size=64,
         intermediate_size=160,
@@ -175,12 +173,29 @@ def main():
         tie_word_embeddings=False,
     )
     qwen2 = Qwen2Config(**common, rope_theta=1000000.0, tie_word_embeddings=True)
+    return {
+        "llama": (LlamaForCausalLM, llama, LLAMA_TEMPLATE, None),
+        "qwen2": (Qwen2ForCausalLM, qwen2, CHATML, "60KB"),
+    }
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    torch.set_num_threads(2)
+    models = configs()
+    if len(sys.argv) > 2:
+        cls, config, template, shard = models[sys.argv[2]]
+        build(out, sys.argv[2], cls, config, template, shard)
+        return
     reference = {
-        "llama": build(out, "llama", LlamaForCausalLM, llama, LLAMA_TEMPLATE),
-        "qwen2": build(out, "qwen2", Qwen2ForCausalLM, qwen2, CHATML, shard="60KB"),
+        name: build(out, name, cls, config, template, shard)
+        for name, (cls, config, template, shard) in models.items()
+    }
+    reference.update({
         "messages": MESSAGES,
         "minilm": embeddings(),
-    }
+    })
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump(reference, f)
 

@@ -14,20 +14,31 @@ use crate::policy::input::RouteHealth;
 /// How long a provider stays down after a transport failure before it is tried again.
 pub const DOWN_FOR: Duration = Duration::from_secs(10);
 
+/// A provider served by several instances (a load balancer's pool): it is up while any
+/// instance is, and one instance failing does not take the provider down.
+pub trait InstancePool: Send + Sync {
+    fn any_up(&self) -> bool;
+}
+
 pub struct ProviderHealth {
     epoch: Instant,
     /// Provider -> (on_prem, milliseconds since `epoch` until which it is down).
     state: HashMap<String, (bool, AtomicU64)>,
+    pools: HashMap<String, Arc<dyn InstancePool>>,
 }
 
 impl ProviderHealth {
-    pub fn new(providers: &BTreeMap<String, Arc<ProviderConfig>>) -> Self {
+    pub fn new(
+        providers: &BTreeMap<String, Arc<ProviderConfig>>,
+        pools: HashMap<String, Arc<dyn InstancePool>>,
+    ) -> Self {
         Self {
             epoch: Instant::now(),
             state: providers
                 .iter()
                 .map(|(name, p)| (name.clone(), (p.on_prem, AtomicU64::new(0))))
                 .collect(),
+            pools,
         }
     }
 
@@ -35,7 +46,12 @@ impl ProviderHealth {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// A transport failure: the provider is down for [`DOWN_FOR`], unless it has other
+    /// instances that are up.
     pub fn mark_failed(&self, provider: &str) {
+        if self.pools.get(provider).is_some_and(|p| p.any_up()) {
+            return;
+        }
         if let Some((_, until)) = self.state.get(provider) {
             until.store(
                 self.now_ms() + DOWN_FOR.as_millis() as u64,
@@ -51,18 +67,18 @@ impl ProviderHealth {
     }
 
     pub fn is_up(&self, provider: &str) -> bool {
-        self.state
-            .get(provider)
-            .is_some_and(|(_, until)| until.load(Ordering::Relaxed) <= self.now_ms())
+        self.state.get(provider).is_some_and(|(_, until)| {
+            until.load(Ordering::Relaxed) <= self.now_ms()
+                && self.pools.get(provider).is_none_or(|p| p.any_up())
+        })
     }
 
     /// Whether each route has at least one provider that is up (false when it has none).
     pub fn routes(&self) -> RouteHealth {
-        let now = self.now_ms();
         let up = |on_prem: bool| {
             self.state
-                .values()
-                .any(|(p, until)| *p == on_prem && until.load(Ordering::Relaxed) <= now)
+                .iter()
+                .any(|(name, (p, _))| *p == on_prem && self.is_up(name))
         };
         RouteHealth {
             private: up(true),
@@ -120,7 +136,7 @@ mod tests {
             std::path::Path::new("."),
         )
         .unwrap();
-        let h = ProviderHealth::new(&config.providers);
+        let h = ProviderHealth::new(&config.providers, HashMap::new());
         assert!(h.is_up("local") && h.routes().private && h.routes().hosted);
         h.mark_failed("local");
         assert!(!h.is_up("local") && !h.routes().private && h.routes().hosted);

@@ -7,4 +7,5 @@ mod audit;
 mod dlp;
 mod gateway_core;
 mod policy;
+mod private;
 mod sdk;

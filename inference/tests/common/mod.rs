@@ -22,6 +22,7 @@ pub struct Fixtures {
 }
 
 impl Fixtures {
+    /// `llama`, `qwen2` or `minilm`.
     pub fn model_dir(&self, name: &str) -> PathBuf {
         PathBuf::from(self.reference[name]["path"].as_str().expect("model path"))
     }
@@ -60,4 +61,65 @@ pub fn ids(v: &Value) -> Vec<u32> {
         .iter()
         .map(|x| x.as_u64().expect("id") as u32)
         .collect()
+}
+
+/// A `cordon-inference serve` process on a port the OS picked; killed when dropped.
+pub struct Server {
+    child: std::process::Child,
+    pub base: String,
+    _config: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts the server with `models` (TOML `[[models]]` tables) on the CPU.
+    pub fn start(models: &str) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("inference.toml");
+        std::fs::write(
+            &config,
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n[device]\nkind = \"cpu\"\nthreads = 1\n{models}"),
+        )
+        .expect("write config");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cordon-inference"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("CORDON_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start cordon-inference");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("cordon-inference did not start: {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            _config: dir,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `[[models]]` tables for the reference models: `chat` (Qwen2), `base` (Llama), `minilm`.
+pub fn model_tables(extra: &str) -> String {
+    let f = fixtures();
+    format!(
+        "[[models]]\nname = \"chat\"\npath = {:?}\n{extra}\n[[models]]\nname = \"base\"\npath = {:?}\n{extra}\n[[models]]\nname = \"minilm\"\npath = {:?}\n",
+        f.model_dir("qwen2"),
+        f.model_dir("llama"),
+        f.model_dir("minilm"),
+    )
 }

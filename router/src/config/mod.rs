@@ -166,6 +166,9 @@ pub enum ProviderKind {
         version: String,
         default_max_tokens: u64,
     },
+    /// Cordon's private inference server (`cordon-inference`): the OpenAI API, on-prem, one or
+    /// more instances load-balanced round robin and health-checked.
+    Private,
 }
 
 /// One upstream provider, validated and with its secrets and TLS material loaded.
@@ -173,7 +176,12 @@ pub enum ProviderKind {
 pub struct ProviderConfig {
     pub name: String,
     pub kind: ProviderKind,
+    /// The first (for most providers, the only) endpoint; its scheme and base path are every
+    /// endpoint's.
     pub endpoint: Endpoint,
+    /// Every instance of a `private` provider, `endpoint` first; empty for the others.
+    pub backends: Vec<Endpoint>,
+    pub health_check: HealthCheck,
     pub api_key: Option<Secret>,
     pub tls: UpstreamTls,
     pub timeouts: Timeouts,
@@ -191,6 +199,24 @@ pub struct Endpoint {
     pub port: u16,
     /// Path prefix without a trailing slash, e.g. `/v1` or empty.
     pub base_path: String,
+}
+
+/// Active health checks of a `private` provider's instances: `GET path` must answer 200.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Trust settings for one upstream. Certificates are DER.
@@ -701,7 +727,21 @@ impl Validator<'_> {
                     .unwrap_or_else(|| "2023-06-01".into()),
                 default_max_tokens: raw.default_max_tokens.unwrap_or(4096),
             },
+            raw::RawProviderKind::Private => ProviderKind::Private,
         };
+        let private = kind == ProviderKind::Private;
+        if private && raw.on_prem == Some(false) {
+            self.err(
+                f("on_prem"),
+                "a private provider is on-prem by definition; remove on_prem = false",
+            );
+        }
+        if !private && (raw.endpoints.is_some() || raw.health_check.is_some()) {
+            self.err(
+                f("endpoints"),
+                "only private providers take endpoints and health_check; use base_url",
+            );
+        }
         if raw.api_version.is_some() && !matches!(kind, ProviderKind::AzureOpenAi { .. }) {
             self.err(
                 f("api_version"),
@@ -716,13 +756,47 @@ impl Validator<'_> {
                 "only anthropic providers take anthropic_version and default_max_tokens",
             );
         }
-        let endpoint = match parse_endpoint(&raw.base_url) {
-            Ok(e) => Some(e),
-            Err(msg) => {
-                self.err(f("base_url"), msg);
-                None
+        let urls: Vec<(String, &str)> = match (&raw.base_url, &raw.endpoints) {
+            (Some(u), None) => vec![(f("base_url"), u.as_str())],
+            (None, Some(list)) if private && !list.is_empty() => list
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (f(&format!("endpoints[{i}]")), u.as_str()))
+                .collect(),
+            (Some(_), Some(_)) => {
+                self.err(f("endpoints"), "give base_url or endpoints, not both");
+                vec![]
+            }
+            _ => {
+                self.err(
+                    f("base_url"),
+                    if private {
+                        "a private provider needs base_url or endpoints (a list of URLs such as \"http://10.0.0.5:9000/v1\")"
+                    } else {
+                        "is missing; set the provider's URL, e.g. \"https://api.openai.com/v1\""
+                    },
+                );
+                vec![]
             }
         };
+        let mut backends = Vec::new();
+        for (field, url) in urls {
+            match parse_endpoint(url) {
+                Ok(e) => match backends.first() {
+                    Some(first) if !same_scheme_and_path(first, &e) => self.err(
+                        field,
+                        "every endpoint of a provider must have the same scheme and path",
+                    ),
+                    _ => backends.push(e),
+                },
+                Err(msg) => self.err(field, msg),
+            }
+        }
+        let endpoint = backends.first().cloned();
+        if !private {
+            backends.clear();
+        }
+        let health_check = self.health_check(&f, raw.health_check.unwrap_or_default());
         let api_key = raw.api_key.as_deref().and_then(|s| {
             SecretRef::parse(&f("api_key"), s)
                 .and_then(|r| r.resolve(&f("api_key")))
@@ -747,12 +821,42 @@ impl Validator<'_> {
             name: name.to_owned(),
             kind,
             endpoint: endpoint?,
+            backends,
+            health_check,
             api_key,
             tls,
             timeouts,
             retry,
-            on_prem: raw.on_prem.unwrap_or(false),
+            on_prem: private || raw.on_prem.unwrap_or(false),
         })
+    }
+
+    fn health_check(
+        &mut self,
+        f: &dyn Fn(&str) -> String,
+        raw: raw::RawHealthCheck,
+    ) -> HealthCheck {
+        let default = HealthCheck::default();
+        let path = raw.path.unwrap_or(default.path);
+        if !path.starts_with('/') {
+            self.err(
+                f("health_check.path"),
+                format!("`{path}` must start with /"),
+            );
+        }
+        let ms = |v: Option<u64>, d: Duration| v.map(Duration::from_millis).unwrap_or(d);
+        let check = HealthCheck {
+            path,
+            interval: ms(raw.interval_ms, default.interval),
+            timeout: ms(raw.timeout_ms, default.timeout),
+        };
+        if check.interval.is_zero() || check.timeout.is_zero() {
+            self.err(
+                f("health_check"),
+                "interval_ms and timeout_ms must be positive",
+            );
+        }
+        check
     }
 
     fn upstream_tls(
@@ -872,6 +976,10 @@ impl Validator<'_> {
     }
 }
 
+fn same_scheme_and_path(a: &Endpoint, b: &Endpoint) -> bool {
+    a.tls == b.tls && a.base_path == b.base_path
+}
+
 fn parse_endpoint(raw: &str) -> Result<Endpoint, String> {
     let uri: http::Uri = raw
         .parse()
@@ -970,6 +1078,55 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("models[1].name")
+        );
+    }
+
+    #[test]
+    fn private_providers_take_endpoints_and_are_on_prem() {
+        let ok = load(
+            r#"
+            [server]
+            http_listen = "127.0.0.1:1"
+            [providers.local]
+            type = "private"
+            endpoints = ["http://127.0.0.1:9000/v1", "http://127.0.0.2:9000/v1"]
+            [providers.local.health_check]
+            interval_ms = 500
+            [[models]]
+            name = "m"
+            provider = "local"
+            "#,
+        )
+        .unwrap();
+        let p = &ok.providers["local"];
+        assert!(p.on_prem);
+        assert_eq!(p.backends.len(), 2);
+        assert_eq!(p.endpoint.base_path, "/v1");
+        assert_eq!(p.health_check.path, "/healthz");
+        assert_eq!(p.health_check.interval, Duration::from_millis(500));
+        let bad = |provider: &str, field: &str| {
+            let text = format!(
+                "[server]\nhttp_listen = \"127.0.0.1:1\"\n[providers.p]\n{provider}\n[[models]]\nname = \"m\"\nprovider = \"p\"\n"
+            );
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains(field), "{field} missing from: {err}");
+        };
+        bad(
+            "type = \"private\"\nendpoints = [\"http://a:1/v1\", \"http://b:1/other\"]",
+            "providers.p.endpoints[1]",
+        );
+        bad(
+            "type = \"private\"\nbase_url = \"http://a:1/v1\"\non_prem = false",
+            "providers.p.on_prem",
+        );
+        bad("type = \"private\"", "providers.p.base_url");
+        bad(
+            "type = \"openai\"\nendpoints = [\"http://a:1/v1\"]",
+            "providers.p.endpoints",
+        );
+        bad(
+            "type = \"private\"\nbase_url = \"http://a:1/v1\"\n[providers.p.health_check]\npath = \"healthz\"",
+            "providers.p.health_check.path",
         );
     }
 

@@ -75,6 +75,7 @@ pub enum RawProviderKind {
     Openai,
     AzureOpenai,
     Anthropic,
+    Private,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,7 +83,10 @@ pub enum RawProviderKind {
 pub struct RawProvider {
     #[serde(rename = "type")]
     pub kind: RawProviderKind,
-    pub base_url: String,
+    pub base_url: Option<String>,
+    /// `private` providers: several instances of the inference server, load-balanced.
+    pub endpoints: Option<Vec<String>>,
+    pub health_check: Option<RawHealthCheck>,
     pub api_key: Option<String>,
     pub api_version: Option<String>,
     pub anthropic_version: Option<String>,
@@ -92,6 +96,14 @@ pub struct RawProvider {
     pub tls: Option<RawTls>,
     pub timeouts: Option<RawTimeouts>,
     pub on_prem: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: Option<String>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

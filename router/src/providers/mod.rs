@@ -47,7 +47,7 @@ pub fn prepare(
 ) -> Result<(UpstreamRequest, Translation), ApiError> {
     let provider = &target.provider;
     match &provider.kind {
-        ProviderKind::OpenAi => {
+        ProviderKind::OpenAi | ProviderKind::Private => {
             openai::prepare(provider, target, req).map(|r| (r, Translation::None))
         }
         ProviderKind::AzureOpenAi { api_version } => {

@@ -45,13 +45,13 @@ use crate::dlp::Pseudonyms;
 use crate::dlp::json::{EntitySummary, apply_request, scan_request, summarize};
 use crate::dlp::restore::{OutputRules, ResponseGuard};
 use crate::error::{ApiError, ErrorShape};
-use crate::health::{KeyUsage, ProviderHealth};
+use crate::health::{InstancePool, KeyUsage, ProviderHealth};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::policy::{Decision, PolicySet, RouteTarget, ShadowOutcome};
 use crate::providers::{self, Usage};
 use crate::relay::Relay;
-use upstream::{AttemptErrorKind, Exchange, Upstreams};
+use upstream::{AttemptErrorKind, Balancers, Exchange, Upstreams};
 
 /// Everything the gateway shares across requests.
 pub struct Gateway {
@@ -332,11 +332,16 @@ impl Gateway {
         policy: Option<Arc<PolicySet>>,
         audit: Option<Arc<AuditLog>>,
         metrics: Arc<Metrics>,
+        balancers: Balancers,
     ) -> Self {
+        let pools = balancers
+            .iter()
+            .map(|(name, b)| (name.clone(), b.clone() as Arc<dyn InstancePool>))
+            .collect();
         Self {
             catalogue: Catalogue::new(&config),
-            upstreams: Upstreams::new(&config.providers),
-            health: ProviderHealth::new(&config.providers),
+            upstreams: Upstreams::new(&config.providers, balancers),
+            health: ProviderHealth::new(&config.providers, pools),
             key_usage: KeyUsage::default(),
             metrics,
             hash_key,

@@ -100,7 +100,12 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             None
         }
     };
-    let gateway = Gateway::new(config, hash_key, policy, audit.clone(), metrics);
+    let (balancers, health_checks) =
+        super::upstream::balancers(&config.providers).map_err(ServeError::Start)?;
+    for check in health_checks {
+        server.add_service(check);
+    }
+    let gateway = Gateway::new(config, hash_key, policy, audit.clone(), metrics, balancers);
     let mut service = http_proxy_service(&server.configuration, gateway);
     if let Some(addr) = &http_listen {
         service.add_tcp(addr);

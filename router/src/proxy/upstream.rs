@@ -1,21 +1,33 @@
 //! Upstream transport on Pingora's connector: one pooled peer per provider, with its own trust
 //! settings (CA bundle, client certificate, SNI and hostname verification) and its own pool
 //! group, so one provider's trust never leaks into another's pooled connections.
+//!
+//! A `private` provider with several instances of the inference server gets a [`Balancer`]:
+//! Pingora's round-robin load balancer, whose HTTP health check (run as a background service)
+//! takes an instance out while its health endpoint fails; an instance that refuses a connection
+//! is also skipped until the next check.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
+use pingora::services::background::{GenBackgroundService, background_service};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::CertKey;
 use pingora::utils::tls::WrappedX509;
 use pingora::{Error as PError, ErrorType};
+use pingora_load_balancing::LoadBalancer;
+use pingora_load_balancing::health_check::HttpHealthCheck;
+use pingora_load_balancing::selection::RoundRobin;
 
-use crate::config::ProviderConfig;
+use crate::config::{Endpoint, ProviderConfig};
+use crate::health::InstancePool;
 use crate::providers::UpstreamRequest;
 
 /// Why one attempt failed.
@@ -82,17 +94,45 @@ impl Exchange {
 pub struct Upstreams {
     connector: Connector,
     peers: HashMap<String, HttpPeer>,
+    balancers: Balancers,
 }
 
 impl Upstreams {
-    pub fn new(providers: &std::collections::BTreeMap<String, Arc<ProviderConfig>>) -> Self {
+    pub fn new(
+        providers: &std::collections::BTreeMap<String, Arc<ProviderConfig>>,
+        balancers: Balancers,
+    ) -> Self {
         Self {
             connector: Connector::new(None),
             peers: providers
                 .iter()
-                .map(|(name, p)| (name.clone(), peer(p)))
+                .map(|(name, p)| (name.clone(), peer(p, &p.endpoint, None)))
                 .collect(),
+            balancers,
         }
+    }
+
+    /// The peer for the next attempt, and the Host header it takes.
+    fn choose(
+        &self,
+        provider: &ProviderConfig,
+    ) -> Result<(HttpPeer, String, Option<SocketAddr>), AttemptError> {
+        if let Some(b) = self.balancers.get(&provider.name) {
+            return b.choose().ok_or_else(|| AttemptError {
+                kind: AttemptErrorKind::Connect,
+                message: format!(
+                    "none of the {} instances of provider `{}` passes its health check ({})",
+                    b.instances.len(),
+                    provider.name,
+                    provider.health_check.path
+                ),
+            });
+        }
+        let peer = self.peers.get(&provider.name).ok_or_else(|| AttemptError {
+            kind: AttemptErrorKind::Connect,
+            message: "no peer configured".into(),
+        })?;
+        Ok((peer.clone(), host_header(&provider.endpoint), None))
     }
 
     /// Sends one request and waits for the response header.
@@ -101,21 +141,31 @@ impl Upstreams {
         provider: &ProviderConfig,
         req: &UpstreamRequest,
     ) -> Result<Exchange, AttemptError> {
-        let peer = self
-            .peers
-            .get(&provider.name)
-            .ok_or_else(|| AttemptError {
-                kind: AttemptErrorKind::Connect,
-                message: "no peer configured".into(),
-            })?
-            .clone();
+        let (peer, host, instance) = self.choose(provider)?;
+        let result = self.exchange(provider, req, peer, host).await;
+        if let (Err(e), Some(addr)) = (&result, instance)
+            && e.kind != AttemptErrorKind::Tls
+            && let Some(b) = self.balancers.get(&provider.name)
+        {
+            b.skip_until_next_check(addr);
+        }
+        result
+    }
+
+    async fn exchange(
+        &self,
+        provider: &ProviderConfig,
+        req: &UpstreamRequest,
+        peer: HttpPeer,
+        host: String,
+    ) -> Result<Exchange, AttemptError> {
         let classify = |e| classify(&provider.name, e);
         let (mut session, _reused) = self
             .connector
             .get_http_session(&peer)
             .await
             .map_err(classify)?;
-        let header = request_header(provider, req).map_err(classify)?;
+        let header = request_header(&host, req).map_err(classify)?;
         // Timeouts are Tokio's: Pingora's own (`set_read_timeout`) run a timer thread that wakes
         // every 10 ms and showed in the tail latency of the load benchmark.
         let first_byte = provider.timeouts.first_byte;
@@ -174,19 +224,18 @@ impl Upstreams {
     }
 }
 
-fn request_header(
-    provider: &ProviderConfig,
-    req: &UpstreamRequest,
-) -> pingora::Result<RequestHeader> {
-    let mut h = RequestHeader::build("POST", req.path.as_bytes(), Some(req.headers.len() + 3))?;
-    let e = &provider.endpoint;
+fn host_header(e: &Endpoint) -> String {
     let default_port = if e.tls { 443 } else { 80 };
-    let host = match (e.host.contains(':'), e.port == default_port) {
+    match (e.host.contains(':'), e.port == default_port) {
         (true, true) => format!("[{}]", e.host),
         (true, false) => format!("[{}]:{}", e.host, e.port),
         (false, true) => e.host.clone(),
         (false, false) => format!("{}:{}", e.host, e.port),
-    };
+    }
+}
+
+fn request_header(host: &str, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
+    let mut h = RequestHeader::build("POST", req.path.as_bytes(), Some(req.headers.len() + 3))?;
     h.insert_header("host", host)?;
     h.insert_header("content-length", req.body.len().to_string())?;
     h.insert_header("accept-encoding", "identity")?;
@@ -196,9 +245,18 @@ fn request_header(
     Ok(h)
 }
 
-fn peer(p: &ProviderConfig) -> HttpPeer {
-    let e = &p.endpoint;
-    let mut peer = HttpPeer::new((e.host.as_str(), e.port), e.tls, p.tls.server_name.clone());
+/// A peer for provider `p` at endpoint `e` (at `addr`, once resolved, for a balanced instance).
+fn peer(p: &ProviderConfig, e: &Endpoint, addr: Option<SocketAddr>) -> HttpPeer {
+    let mut peer = match addr {
+        Some(a) => HttpPeer::new(a, e.tls, p.tls.server_name.clone()),
+        None => HttpPeer::new((e.host.as_str(), e.port), e.tls, p.tls.server_name.clone()),
+    };
+    apply_trust(&mut peer, p);
+    peer
+}
+
+/// The provider's timeouts and trust settings on `peer`, and a pool group of its own.
+fn apply_trust(peer: &mut HttpPeer, p: &ProviderConfig) {
     let o = &mut peer.options;
     o.connection_timeout = Some(p.timeouts.connect);
     o.total_connection_timeout = Some(p.timeouts.connect * 2);
@@ -221,7 +279,130 @@ fn peer(p: &ProviderConfig) -> HttpPeer {
     p.name.hash(&mut hasher);
     format!("{:?}", p.tls).hash(&mut hasher);
     peer.group_key = hasher.finish();
-    peer
+}
+
+/// The instances of one `private` provider behind Pingora's round-robin load balancer.
+pub struct Balancer {
+    lb: Arc<LoadBalancer<RoundRobin>>,
+    instances: HashMap<SocketAddr, Instance>,
+    epoch: Instant,
+    interval: Duration,
+}
+
+struct Instance {
+    peer: HttpPeer,
+    host: String,
+    /// Milliseconds since `epoch` until which a failed instance is skipped.
+    skip_until: AtomicU64,
+}
+
+/// The background service that runs a balancer's health checks.
+pub type HealthCheckService = GenBackgroundService<LoadBalancer<RoundRobin>>;
+
+/// Balancers by provider name.
+pub type Balancers = HashMap<String, Arc<Balancer>>;
+
+/// A balancer and its health-check service for every provider with several instances (a
+/// `private` provider's `endpoints`). Host names are resolved once, here.
+pub fn balancers(
+    providers: &std::collections::BTreeMap<String, Arc<ProviderConfig>>,
+) -> Result<(Balancers, Vec<HealthCheckService>), String> {
+    let mut balancers = HashMap::new();
+    let mut services = Vec::new();
+    for (name, p) in providers.iter().filter(|(_, p)| !p.backends.is_empty()) {
+        let mut instances = HashMap::new();
+        for (i, e) in p.backends.iter().enumerate() {
+            let addrs = (e.host.as_str(), e.port).to_socket_addrs().map_err(|err| {
+                format!(
+                    "providers.{name}.endpoints[{i}]: cannot resolve {}: {err}",
+                    e.host
+                )
+            })?;
+            for addr in addrs {
+                instances.insert(
+                    addr,
+                    Instance {
+                        peer: peer(p, e, Some(addr)),
+                        host: host_header(e),
+                        skip_until: AtomicU64::new(0),
+                    },
+                );
+            }
+        }
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(instances.keys().copied())
+            .map_err(|e| format!("providers.{name}.endpoints: {e}"))?;
+        let mut check = HttpHealthCheck::new(&host_header(&p.endpoint), p.endpoint.tls);
+        check.req = RequestHeader::build("GET", p.health_check.path.as_bytes(), None)
+            .map_err(|e| format!("providers.{name}.health_check.path: {e}"))?;
+        check
+            .req
+            .insert_header("host", host_header(&p.endpoint))
+            .map_err(|e| format!("providers.{name}.health_check: {e}"))?;
+        apply_trust(&mut check.peer_template, p);
+        check.peer_template.sni = p.tls.server_name.clone();
+        check.peer_template.options.connection_timeout = Some(p.health_check.timeout);
+        check.peer_template.options.read_timeout = Some(p.health_check.timeout);
+        lb.set_health_check(Box::new(check));
+        lb.health_check_frequency = Some(p.health_check.interval);
+        lb.parallel_health_check = true;
+        let service = background_service(&format!("health checks of {name}"), lb);
+        balancers.insert(
+            name.clone(),
+            Arc::new(Balancer {
+                lb: service.task(),
+                instances,
+                epoch: Instant::now(),
+                interval: p.health_check.interval,
+            }),
+        );
+        services.push(service);
+    }
+    Ok((balancers, services))
+}
+
+impl Balancer {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn selectable(&self, addr: &SocketAddr, healthy: bool) -> bool {
+        healthy
+            && self
+                .instances
+                .get(addr)
+                .is_some_and(|i| i.skip_until.load(Ordering::Relaxed) <= self.now_ms())
+    }
+
+    /// The next healthy instance, round robin.
+    fn choose(&self) -> Option<(HttpPeer, String, Option<SocketAddr>)> {
+        let backend = self.lb.select_with(b"", 256, |b, healthy| {
+            b.addr
+                .as_inet()
+                .is_some_and(|a| self.selectable(a, healthy))
+        })?;
+        let addr = *backend.addr.as_inet()?;
+        let i = self.instances.get(&addr)?;
+        Some((i.peer.clone(), i.host.clone(), Some(addr)))
+    }
+
+    fn skip_until_next_check(&self, addr: SocketAddr) {
+        if let Some(i) = self.instances.get(&addr) {
+            let until = self.now_ms() + self.interval.as_millis() as u64;
+            i.skip_until.store(until, Ordering::Relaxed);
+            tracing::warn!(instance = %addr, "instance failed; skipped until its next health check");
+        }
+    }
+}
+
+impl InstancePool for Balancer {
+    fn any_up(&self) -> bool {
+        let backends = self.lb.backends();
+        backends.get_backend().iter().any(|b| {
+            b.addr
+                .as_inet()
+                .is_some_and(|a| self.selectable(a, backends.ready(b)))
+        })
+    }
 }
 
 fn classify(provider: &str, e: Box<PError>) -> AttemptError {

@@ -1,6 +1,7 @@
 //! Shared parts of the end-to-end suite: certificates, the mock upstream, the gateway process.
 
 pub mod gateway;
+pub mod inference;
 pub mod mock;
 pub mod pki;
 pub mod postgres;
