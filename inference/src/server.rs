@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use futures::StreamExt;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -169,75 +170,87 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, RequestError> {
     })
 }
 
-fn count(state: &AppState, model: &str, api: &str, status: u16) {
+/// Parses the body as `T`, runs `serve` and counts the outcome by model, API and status.
+async fn handle<T, F, Fut>(
+    state: Arc<AppState>,
+    api: &str,
+    raw: Result<Bytes, BytesRejection>,
+    serve: F,
+) -> Response
+where
+    T: DeserializeOwned + Named,
+    F: FnOnce(Arc<AppState>, T) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, RequestError>>,
+{
+    let parsed = body(raw).and_then(|raw| api::parse_body::<T>(&raw));
+    let (model, result) = match parsed {
+        Ok(req) => (req.model().to_owned(), serve(state.clone(), req).await),
+        Err(e) => (String::new(), Err(e)),
+    };
+    let response = result.unwrap_or_else(|e| Failure(e).into_response());
     state
         .metrics
         .requests
-        .with_label_values(&[model, api, &status.to_string()])
+        .with_label_values(&[&model, api, response.status().as_str()])
         .inc();
+    response
+}
+
+/// A request body that names its model.
+trait Named {
+    fn model(&self) -> &str;
+}
+
+impl Named for ChatRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+impl Named for CompletionRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+impl Named for EmbeddingRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
 }
 
 async fn chat(State(state): State<Arc<AppState>>, raw: Result<Bytes, BytesRejection>) -> Response {
-    let result = chat_inner(&state, raw).await;
-    respond(&state, "chat", result)
+    handle(state, "chat", raw, chat_inner).await
 }
 
 async fn completions(
     State(state): State<Arc<AppState>>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = completions_inner(&state, raw).await;
-    respond(&state, "completions", result)
+    handle(state, "completions", raw, completions_inner).await
 }
 
 async fn embeddings(
     State(state): State<Arc<AppState>>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = embeddings_inner(&state, raw).await;
-    respond(&state, "embeddings", result)
+    handle(state, "embeddings", raw, embeddings_inner).await
 }
 
-fn respond(
-    state: &AppState,
-    api: &str,
-    result: Result<(String, Response), (String, RequestError)>,
-) -> Response {
-    match result {
-        Ok((model, r)) => {
-            count(state, &model, api, r.status().as_u16());
-            r
-        }
-        Err((model, e)) => {
-            count(state, &model, api, e.status);
-            Failure(e).into_response()
-        }
-    }
-}
-
-async fn chat_inner(
-    state: &AppState,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<(String, Response), (String, RequestError)> {
-    let raw = body(raw).map_err(|e| (String::new(), e))?;
-    let req: ChatRequest = api::parse_body(&raw).map_err(|e| (String::new(), e))?;
+async fn chat_inner(state: Arc<AppState>, req: ChatRequest) -> Result<Response, RequestError> {
     let model = req.model.clone();
-    let fail = |e| (model.clone(), e);
-    let (engine, default_max) = state.generator(&req.model).map_err(fail)?;
-    let generation = req.generation.check().map_err(fail)?;
-    let messages = api::template_messages(req.messages).map_err(fail)?;
-    let prompt_text = engine
-        .codec()
-        .render_chat(&messages, req.tools.as_ref())
-        .map_err(fail)?;
-    let prompt = engine.codec().encode(&prompt_text, false).map_err(fail)?;
+    let (engine, default_max) = state.generator(&req.model)?;
+    let generation = req.generation.check()?;
+    let messages = api::template_messages(req.messages)?;
+    let prompt_text = engine.codec().render_chat(&messages, req.tools.as_ref())?;
+    let prompt = engine.codec().encode(&prompt_text, false)?;
     let job = generate_request(engine, prompt, &generation, default_max);
-    let rx = engine.submit(job).map_err(fail)?;
+    let rx = engine.submit(job)?;
     let meta = Meta::new("chatcmpl", &model);
     let response = if generation.stream {
         stream_chat(meta, rx, generation.include_usage)
     } else {
-        let (text, finish) = collect(rx).await.map_err(fail)?;
+        let (text, finish) = collect(rx).await?;
         axum::Json(json!({
             "id": meta.id,
             "object": "chat.completion",
@@ -253,42 +266,31 @@ async fn chat_inner(
         }))
         .into_response()
     };
-    Ok((model, response))
+    Ok(response)
 }
 
 async fn completions_inner(
-    state: &AppState,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<(String, Response), (String, RequestError)> {
-    let raw = body(raw).map_err(|e| (String::new(), e))?;
-    let req: CompletionRequest = api::parse_body(&raw).map_err(|e| (String::new(), e))?;
+    state: Arc<AppState>,
+    req: CompletionRequest,
+) -> Result<Response, RequestError> {
     let model = req.model.clone();
-    let fail = |e| (model.clone(), e);
-    let (engine, default_max) = state.generator(&req.model).map_err(fail)?;
-    let generation = req.generation.check().map_err(fail)?;
+    let (engine, default_max) = state.generator(&req.model)?;
+    let generation = req.generation.check()?;
     let prompts: Vec<Vec<u32>> = match req.prompt {
-        Prompt::Text(t) => vec![engine.codec().encode(&t, true).map_err(fail)?],
+        Prompt::Text(t) => vec![engine.codec().encode(&t, true)?],
         Prompt::Texts(ts) => ts
             .iter()
             .map(|t| engine.codec().encode(t, true))
-            .collect::<Result<_, _>>()
-            .map_err(fail)?,
+            .collect::<Result<_, _>>()?,
         Prompt::Tokens(ids) => vec![ids],
         Prompt::TokenLists(lists) => lists,
     };
     if prompts.is_empty() {
-        return Err(fail(RequestError::invalid(
-            "prompt",
-            "prompt is an empty list",
-        )));
+        return Err(RequestError::invalid("prompt", "prompt is an empty list"));
     }
     let mut receivers = Vec::with_capacity(prompts.len());
     for p in prompts {
-        receivers.push(
-            engine
-                .submit(generate_request(engine, p, &generation, default_max))
-                .map_err(fail)?,
-        );
+        receivers.push(engine.submit(generate_request(engine, p, &generation, default_max))?);
     }
     let meta = Meta::new("cmpl", &model);
     let response = if generation.stream {
@@ -297,7 +299,7 @@ async fn completions_inner(
         let mut choices = Vec::new();
         let (mut prompt_tokens, mut completion_tokens) = (0, 0);
         for (index, rx) in receivers.into_iter().enumerate() {
-            let (text, finish) = collect(rx).await.map_err(fail)?;
+            let (text, finish) = collect(rx).await?;
             prompt_tokens += finish.prompt_tokens;
             completion_tokens += finish.completion_tokens;
             choices.push(json!({
@@ -317,50 +319,47 @@ async fn completions_inner(
         }))
         .into_response()
     };
-    Ok((model, response))
+    Ok(response)
 }
 
 async fn embeddings_inner(
-    state: &AppState,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<(String, Response), (String, RequestError)> {
-    let raw = body(raw).map_err(|e| (String::new(), e))?;
-    let req: EmbeddingRequest = api::parse_body(&raw).map_err(|e| (String::new(), e))?;
+    state: Arc<AppState>,
+    req: EmbeddingRequest,
+) -> Result<Response, RequestError> {
     let model = req.model.clone();
-    let fail = |e| (model.clone(), e);
-    let Served::Embedding(embedder) = state.model(&req.model).map_err(fail)? else {
-        return Err(fail(RequestError::invalid(
+    let Served::Embedding(embedder) = state.model(&req.model)? else {
+        return Err(RequestError::invalid(
             "model",
             format!(
                 "model `{}` generates text; use /v1/chat/completions or /v1/completions",
                 req.model
             ),
-        )));
+        ));
     };
     if let Some(d) = req.dimensions
         && d as usize != embedder.dimensions()
     {
-        return Err(fail(RequestError::invalid(
+        return Err(RequestError::invalid(
             "dimensions",
             format!(
                 "this model's vectors have {} dimensions; leave `dimensions` out or send {}",
                 embedder.dimensions(),
                 embedder.dimensions()
             ),
-        )));
+        ));
     }
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
         Some(other) => {
-            return Err(fail(RequestError::invalid(
+            return Err(RequestError::invalid(
                 "encoding_format",
                 format!("`{other}` is not float or base64"),
-            )));
+            ));
         }
     };
-    let texts = req.input.into_texts().map_err(fail)?;
-    let (vectors, tokens) = embedder.embed(&texts).await.map_err(fail)?;
+    let texts = req.input.into_texts()?;
+    let (vectors, tokens) = embedder.embed(&texts).await?;
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
@@ -381,7 +380,7 @@ async fn embeddings_inner(
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }))
     .into_response();
-    Ok((model, response))
+    Ok(response)
 }
 
 fn generate_request(
