@@ -146,6 +146,45 @@ mod tests {
     }
 
     #[test]
+    fn a_pooled_provider_is_up_while_any_instance_is() {
+        struct Pool(std::sync::atomic::AtomicBool);
+        impl InstancePool for Pool {
+            fn any_up(&self) -> bool {
+                self.0.load(Ordering::Relaxed)
+            }
+        }
+        let config = Config::from_toml(
+            r#"
+            [server]
+            http_listen = "127.0.0.1:1"
+            [dlp]
+            enabled = false
+            [policy]
+            enabled = false
+            [providers.local]
+            type = "private"
+            endpoints = ["http://127.0.0.1:9/v1", "http://127.0.0.2:9/v1"]
+            [[models]]
+            name = "m"
+            provider = "local"
+            "#,
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let pool = Arc::new(Pool(std::sync::atomic::AtomicBool::new(true)));
+        let pools = HashMap::from([("local".to_owned(), pool.clone() as Arc<dyn InstancePool>)]);
+        let h = ProviderHealth::new(&config.providers, pools);
+        // One instance failing leaves the provider up while the pool has another.
+        h.mark_failed("local");
+        assert!(h.is_up("local") && h.routes().private);
+        // No instance up: the provider and the private route are down.
+        pool.0.store(false, Ordering::Relaxed);
+        assert!(!h.is_up("local") && !h.routes().private);
+        pool.0.store(true, Ordering::Relaxed);
+        assert!(h.is_up("local"));
+    }
+
+    #[test]
     fn key_usage_counts_per_key() {
         let u = KeyUsage::default();
         assert_eq!(u.hit("a"), Some(1));
