@@ -180,6 +180,14 @@ impl Generator {
     }
 }
 
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Eos,
+    StopSequence,
+    Length,
+}
+
 /// A sequence in the running batch.
 struct Sequence {
     job: Job,
@@ -339,19 +347,19 @@ impl Scheduler {
             seq.tokens.push(token);
             seq.pending.clear();
             seq.pending.push(token as i64);
-            let reason = if !seq.job.req.ignore_eos && codec.eos_ids.contains(&token) {
-                Some(FinishReason::Stop)
+            let end = if !seq.job.req.ignore_eos && codec.eos_ids.contains(&token) {
+                Some(End::Eos)
             } else if let Some(delta) = seq.stream.push(&codec, token)
                 && seq.add_text(&delta)
             {
-                Some(FinishReason::Stop)
+                Some(End::StopSequence)
             } else if seq.tokens.len() >= seq.max_tokens || seq.cache.len() >= context {
-                Some(FinishReason::Length)
+                Some(End::Length)
             } else {
                 None
             };
-            if let Some(reason) = reason {
-                seq.finish(&codec, reason);
+            if let Some(end) = end {
+                seq.finish(&codec, end);
                 finished.push(i);
             }
         }
@@ -394,9 +402,15 @@ impl Sequence {
         }
     }
 
-    fn finish(&mut self, codec: &TextCodec, reason: FinishReason) {
-        let mut reason = reason;
-        if let Some(rest) = self.stream.finish(codec)
+    fn finish(&mut self, codec: &TextCodec, end: End) {
+        let mut reason = match end {
+            End::Eos | End::StopSequence => FinishReason::Stop,
+            End::Length => FinishReason::Length,
+        };
+        // Text still held by the decoder (an unfinished character) is sent, unless a stop
+        // sequence already ended the text: nothing after it may reach the client.
+        if end != End::StopSequence
+            && let Some(rest) = self.stream.finish(codec)
             && self.add_text(&rest)
         {
             reason = FinishReason::Stop;
