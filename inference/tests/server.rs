@@ -22,6 +22,14 @@ async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap())
 }
 
+async fn get(server: &Server, path: &str) -> reqwest::Response {
+    client()
+        .get(format!("{}{path}", server.base))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The `data:` payloads of a server-sent event stream.
 async fn stream(server: &Server, path: &str, body: Value) -> Vec<String> {
     let r = client()
@@ -214,14 +222,7 @@ async fn seeds_repeat_and_concurrent_requests_equal_sequential_ones() {
     .await;
     let concurrent: Vec<String> = concurrent.iter().map(|(_, v)| text(v)).collect();
     assert_eq!(concurrent, sequential);
-    let metrics = client()
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get(&server, "/metrics").await.text().await.unwrap();
     // Some step ran more than one sequence at once.
     let batched_steps = metric(
         &metrics,
@@ -350,17 +351,9 @@ async fn malformed_requests_get_openai_errors() {
     assert_eq!((s, v["error"]["param"].as_str()), (400, Some("model")));
     let (s, v) = post(&server, "/v1/chat/completions", json!({"model": "base", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})).await;
     assert_eq!(s, 400, "{v}");
-    let r = client()
-        .get(format!("{}/v1/chat/completions", server.base))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&server, "/v1/chat/completions").await;
     assert_eq!(r.status(), 405);
-    let r = client()
-        .get(format!("{}/v2/nothing", server.base))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&server, "/v2/nothing").await;
     assert_eq!(r.status(), 404);
     // Still serving after all of that.
     let (s, _) = post(
@@ -423,14 +416,7 @@ async fn completions_embeddings_models_health_and_metrics() {
         assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 20);
     }
 
-    let models: Value = client()
-        .get(format!("{}/v1/models", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get(&server, "/v1/models").await.json().await.unwrap();
     let names: Vec<&str> = models["data"]
         .as_array()
         .unwrap()
@@ -438,20 +424,9 @@ async fn completions_embeddings_models_health_and_metrics() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["base", "chat", "minilm"]);
-    let health = client()
-        .get(format!("{}/healthz", server.base))
-        .send()
-        .await
-        .unwrap();
+    let health = get(&server, "/healthz").await;
     assert_eq!(health.status(), 200);
-    let metrics = client()
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get(&server, "/metrics").await.text().await.unwrap();
     for name in [
         "cordon_inference_queue_depth{model=\"base\"}",
         "cordon_inference_batch_size_count{model=\"base\"}",
