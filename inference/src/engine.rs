@@ -489,21 +489,19 @@ impl Embedder {
     pub async fn embed(&self, texts: &[String]) -> Result<(Vec<Vec<f32>>, usize), RequestError> {
         let mut inputs = Vec::with_capacity(texts.len());
         for (i, t) in texts.iter().enumerate() {
-            let ids = self
-                .codec
-                .encode_bounded(t, self.max_seq_length)?
-                .ok_or_else(|| {
-                    let n = self.codec.encode(t, true).map(|v| v.len()).unwrap_or(0);
-                    RequestError {
-                        status: 400,
-                        code: "context_length_exceeded",
-                        param: Some("input"),
-                        message: format!(
-                            "input {i} is {n} tokens, but this model takes at most {}; shorten it",
-                            self.max_seq_length
-                        ),
-                    }
-                })?;
+            let ids = self.codec.encode(t, true)?;
+            if ids.len() > self.max_seq_length {
+                return Err(RequestError {
+                    status: 400,
+                    code: "context_length_exceeded",
+                    param: Some("input"),
+                    message: format!(
+                        "input {i} is {} tokens, but this model takes at most {}; shorten it",
+                        ids.len(),
+                        self.max_seq_length
+                    ),
+                });
+            }
             inputs.push(ids.into_iter().map(i64::from).collect::<Vec<_>>());
         }
         let tokens = inputs.iter().map(Vec::len).sum();

@@ -151,12 +151,6 @@ impl TextCodec {
             })
     }
 
-    /// Token ids of `text` with special tokens, or `None` when they are more than `max`.
-    pub fn encode_bounded(&self, text: &str, max: usize) -> Result<Option<Vec<u32>>, RequestError> {
-        let ids = self.encode(text, true)?;
-        Ok((ids.len() <= max).then_some(ids))
-    }
-
     pub fn decode(&self, ids: &[u32]) -> String {
         self.tokenizer.decode(ids, true).unwrap_or_default()
     }

@@ -338,6 +338,24 @@ async fn malformed_requests_get_openai_errors() {
     let (s, v) = post(
         &server,
         "/v1/embeddings",
+        json!({"model": "minilm", "input": ["short", long]}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str(), v["error"]["param"].as_str()),
+        (400, Some("context_length_exceeded"), Some("input")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("input 1 "),
+        "{v}"
+    );
+    let (s, v) = post(
+        &server,
+        "/v1/embeddings",
         json!({"model": "chat", "input": "x"}),
     )
     .await;
