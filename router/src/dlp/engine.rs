@@ -20,6 +20,7 @@ use regex_automata::{Anchored, Input, MatchKind, PatternSet};
 
 use super::normalize::normalize;
 use super::pack::{Boundary, Engine, Pack, Rule, Severity};
+use super::trigger::{self, ByteSet};
 use super::{DlpError, Finding};
 
 /// Where a context word may stand relative to a candidate, in bytes.
@@ -38,6 +39,16 @@ pub struct Scanner {
 }
 
 struct Pii {
+    /// Patterns every match of which holds a trigger byte: searched only in windows around them.
+    gated: Option<Automata>,
+    /// Patterns that can match without one: searched over the whole text.
+    ungated: Option<Automata>,
+    /// How far around a trigger byte of each class a match can reach: (before, after).
+    reach: [(usize, usize); TRIGGER_CLASSES],
+}
+
+/// One compiled group of personal-data patterns.
+struct Automata {
     /// Leftmost-first over every pattern: where the next candidate starts.
     first: MetaRegex,
     /// All-matches over every pattern: which patterns match at a candidate start.
@@ -47,6 +58,25 @@ struct Pii {
     /// regexes would fall back to the PikeVM.
     each: Vec<MetaRegex>,
     pattern_rule: Vec<usize>,
+}
+
+/// Trigger classes, commonest in prose first: ASCII digits, `:` (IPv6, MAC), `-` (MAC) and `@`
+/// (e-mail, URL credentials).
+const TRIGGER_CLASSES: usize = 4;
+
+fn trigger_class(b: u8) -> Option<usize> {
+    match b {
+        b'0'..=b'9' => Some(0),
+        b':' => Some(1),
+        b'-' => Some(2),
+        b'@' => Some(3),
+        _ => None,
+    }
+}
+
+/// Any trigger byte, written so that a fold over a block vectorises: `0`..=`:` is 0x30..=0x3A.
+fn is_trigger(b: u8) -> bool {
+    (b.wrapping_sub(b'0') < 11) | (b == b'@') | (b == b'-')
 }
 
 /// The longest personal-data match considered (an e-mail address is at most 254 bytes).
@@ -85,57 +115,53 @@ impl Scanner {
             .map(|r| Arc::from(format!("{}/{}", r.pack, r.id).as_str()))
             .collect();
 
-        let mut patterns = Vec::new();
-        let mut pattern_rule = Vec::new();
+        let mut gated: (Vec<&str>, Vec<usize>) = Default::default();
+        let mut ungated: (Vec<&str>, Vec<usize>) = Default::default();
+        let mut reach = [(0usize, 0usize); TRIGGER_CLASSES];
+        let classes: [ByteSet; TRIGGER_CLASSES] =
+            std::array::from_fn(|c| ByteSet::from_fn(|b| trigger_class(b) == Some(c)));
         for (i, r) in rules
             .iter()
             .enumerate()
             .filter(|(_, r)| r.engine == Engine::Pii)
         {
             for p in &r.patterns {
-                patterns.push(p.as_str());
-                pattern_rule.push(i);
+                // Of the classes the pattern needs, the rarest in prose whose reach back is
+                // bounded (classes are ordered commonest first).
+                let bound = |n: Option<usize>| n.unwrap_or(MAX_PII_LEN).min(MAX_PII_LEN);
+                let best = classes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(c, set)| trigger::reach(p, set).map(|r| (c, r)))
+                    .min_by_key(|(c, r)| (r.before.is_none(), std::cmp::Reverse(*c)))
+                    // A digit-free match is not wanted: windows around digits, as wide as the
+                    // longest match.
+                    .or_else(|| {
+                        let len = trigger::max_len(p);
+                        r.require_digit
+                            .then_some((0, trigger::Reach { before: len, len }))
+                    });
+                match best {
+                    Some((c, r)) => {
+                        reach[c].0 = reach[c].0.max(bound(r.before));
+                        reach[c].1 = reach[c].1.max(bound(r.len));
+                        gated.0.push(p.as_str());
+                        gated.1.push(i);
+                    }
+                    None => {
+                        ungated.0.push(p.as_str());
+                        ungated.1.push(i);
+                    }
+                }
             }
         }
-        let pii = if patterns.is_empty() {
-            None
-        } else {
-            let syntax = syntax::Config::new().unicode(false).utf8(false);
-            let build = |kind: MatchKind, patterns: &[&str]| {
-                MetaRegex::builder()
-                    .syntax(syntax)
-                    // A lazy-DFA cache that is never cleared under dense digits (a cache that
-                    // keeps being cleared makes the engine give up to the PikeVM); 8 MiB per
-                    // regex and thread measured as fast as 32 MiB.
-                    .configure(
-                        MetaRegex::config()
-                            .match_kind(kind)
-                            .utf8_empty(false)
-                            .hybrid_cache_capacity(8 << 20),
-                    )
-                    .build_many(patterns)
-                    .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))
-            };
-            // Candidates start only where the previous byte is not an ASCII letter, digit or
-            // underscore. Without this, an unanchored search restarts every digit-counting
-            // pattern at every digit, and the lazy DFA's states multiply until it gives up.
-            // Chinese characters are not ASCII word bytes, so `电话13812345678` still starts a
-            // candidate; `tel13812345678` does not.
-            let started: Vec<String> = patterns
-                .iter()
-                .map(|p| format!(r"\b{{start-half}}(?:{p})"))
-                .collect();
-            let started: Vec<&str> = started.iter().map(String::as_str).collect();
-            Some(Pii {
-                first: build(MatchKind::LeftmostFirst, &started)?,
-                all: build(MatchKind::All, &started)?,
-                each: patterns
-                    .iter()
-                    .map(|p| build(MatchKind::LeftmostFirst, &[p]))
-                    .collect::<Result<_, _>>()?,
-                pattern_rule,
-            })
-        };
+        let gated = Automata::build(&gated.0, gated.1)?;
+        let ungated = Automata::build(&ungated.0, ungated.1)?;
+        let pii = (gated.is_some() || ungated.is_some()).then_some(Pii {
+            gated,
+            ungated,
+            reach,
+        });
 
         let secret_rules: Vec<usize> = (0..rules.len())
             .filter(|&i| rules[i].engine == Engine::Secret)
@@ -213,6 +239,15 @@ impl Scanner {
         })
     }
 
+    /// How many personal-data patterns need no trigger byte, and so are searched over the
+    /// whole text.
+    pub fn ungated_patterns(&self) -> usize {
+        self.pii
+            .as_ref()
+            .and_then(|p| p.ungated.as_ref())
+            .map_or(0, |a| a.each.len())
+    }
+
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
@@ -263,31 +298,53 @@ impl Scanner {
     }
 
     fn scan_pii(&self, pii: &Pii, hay: &[u8], out: &mut Vec<Candidate>) {
-        let mut set = PatternSet::new(pii.all.pattern_len());
-        let mut pos = 0;
-        while pos < hay.len() {
-            let Some(m) = pii.first.search(&Input::new(hay).span(pos..hay.len())) else {
+        if let Some(a) = &pii.ungated {
+            self.scan_span(a, hay, 0, hay.len(), &mut 0, out);
+        }
+        if let Some(a) = &pii.gated {
+            let mut pos = 0;
+            for (from, to) in windows(hay, &pii.reach) {
+                self.scan_span(a, hay, from, to, &mut pos, out);
+            }
+        }
+    }
+
+    /// Candidates that start in `from..to`, resuming at `pos` when that is further on (a
+    /// validated finding from an earlier window may reach into this one).
+    fn scan_span(
+        &self,
+        a: &Automata,
+        hay: &[u8],
+        from: usize,
+        to: usize,
+        pos: &mut usize,
+        out: &mut Vec<Candidate>,
+    ) {
+        let mut set = PatternSet::new(a.all.pattern_len());
+        *pos = (*pos).max(from);
+        while *pos < to {
+            let Some(m) = a.first.search(&Input::new(hay).span(*pos..to)) else {
                 break;
             };
             let s = m.start();
             // A candidate that starts inside a digit run cannot pass a digit boundary; skip the run.
             if s > 0 && hay[s - 1].is_ascii_digit() && hay[s].is_ascii_digit() {
-                pos = s + hay[s..].iter().take_while(|b| b.is_ascii_digit()).count();
+                *pos = s + hay[s..].iter().take_while(|b| b.is_ascii_digit()).count();
                 continue;
             }
             let end = (s + MAX_PII_LEN).min(hay.len());
             set.clear();
-            pii.all.which_overlapping_matches(
+            a.all.which_overlapping_matches(
                 &Input::new(hay).span(s..end).anchored(Anchored::Yes),
                 &mut set,
             );
             let mut furthest_validated = None;
             for pid in set.iter() {
                 let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
-                let Some(pm) = pii.each[pid.as_usize()].search(&input) else {
+                let Some(pm) = a.each[pid.as_usize()].search(&input) else {
                     continue;
                 };
-                let rule = pii.pattern_rule[pid.as_usize()];
+                let rule = a.pattern_rule[pid.as_usize()];
                 if let Some(c) = self.candidate(rule, hay, pm.start(), pm.end()) {
                     if c.validated {
                         furthest_validated =
@@ -297,7 +354,7 @@ impl Scanner {
                 }
             }
             // Step past a validated finding; otherwise try the next character.
-            pos = furthest_validated.unwrap_or_else(|| s + utf8_len(hay[s]));
+            *pos = furthest_validated.unwrap_or_else(|| s + utf8_len(hay[s]));
         }
     }
 
@@ -331,6 +388,9 @@ impl Scanner {
             return None;
         }
         let text = std::str::from_utf8(&hay[start..end]).ok()?;
+        if r.require_digit && !text.bytes().any(|b| b.is_ascii_digit()) {
+            return None;
+        }
         let validated = match r.validator {
             Some(v) if v.check(text, r.min_entropy) => true,
             Some(_) => return None,
@@ -360,6 +420,86 @@ impl Scanner {
             priority: r.priority,
         })
     }
+}
+
+impl Automata {
+    fn build(patterns: &[&str], pattern_rule: Vec<usize>) -> Result<Option<Self>, DlpError> {
+        if patterns.is_empty() {
+            return Ok(None);
+        }
+        let syntax = syntax::Config::new().unicode(false).utf8(false);
+        let build = |kind: MatchKind, patterns: &[&str]| {
+            MetaRegex::builder()
+                .syntax(syntax)
+                // A lazy-DFA cache that is never cleared under dense digits (a cache that keeps
+                // being cleared makes the engine give up to the PikeVM); 8 MiB per regex and
+                // thread measured as fast as 32 MiB.
+                .configure(
+                    MetaRegex::config()
+                        .match_kind(kind)
+                        .utf8_empty(false)
+                        .hybrid_cache_capacity(8 << 20),
+                )
+                .build_many(patterns)
+                .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))
+        };
+        // Candidates start only where the previous byte is not an ASCII letter, digit or
+        // underscore. Without this, an unanchored search restarts every digit-counting pattern
+        // at every digit, and the lazy DFA's states multiply until it gives up. Chinese
+        // characters are not ASCII word bytes, so `电话13812345678` still starts a candidate;
+        // `tel13812345678` does not.
+        let started: Vec<String> = patterns
+            .iter()
+            .map(|p| format!(r"\b{{start-half}}(?:{p})"))
+            .collect();
+        let started: Vec<&str> = started.iter().map(String::as_str).collect();
+        Ok(Some(Self {
+            first: build(MatchKind::LeftmostFirst, &started)?,
+            all: build(MatchKind::All, &started)?,
+            each: patterns
+                .iter()
+                .map(|p| build(MatchKind::LeftmostFirst, &[p]))
+                .collect::<Result<_, _>>()?,
+            pattern_rule,
+        }))
+    }
+}
+
+/// The merged windows around trigger bytes in which a gated match can lie, in order: each
+/// trigger byte of class `c` opens `reach[c].0` bytes before it and closes `reach[c].1` after.
+fn windows(hay: &[u8], reach: &[(usize, usize); TRIGGER_CLASSES]) -> Vec<(usize, usize)> {
+    const BLOCK: usize = 32;
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < hay.len() {
+        // Skip blocks without a trigger byte (the fold vectorises).
+        if i + BLOCK <= hay.len()
+            && !hay[i..i + BLOCK]
+                .iter()
+                .fold(false, |any, &b| any | is_trigger(b))
+        {
+            i += BLOCK;
+            continue;
+        }
+        if let Some(c) = trigger_class(hay[i]) {
+            let (from, to) = (
+                i.saturating_sub(reach[c].0),
+                (i + reach[c].1 + 1).min(hay.len()),
+            );
+            merged.push((from, to));
+            // Classes reach back differently, so a window may swallow earlier ones.
+            while let [.., prev, last] = merged[..] {
+                if prev.1 < last.0 {
+                    break;
+                }
+                merged.pop();
+                let end = merged.len() - 1;
+                merged[end] = (prev.0.min(last.0), prev.1.max(last.1));
+            }
+        }
+        i += 1;
+    }
+    merged
 }
 
 fn utf8_len(lead: u8) -> usize {

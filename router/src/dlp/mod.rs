@@ -11,6 +11,7 @@ pub mod json;
 pub mod normalize;
 pub mod pack;
 pub mod restore;
+pub mod trigger;
 pub mod unmask;
 pub mod validators;
 

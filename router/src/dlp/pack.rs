@@ -93,6 +93,10 @@ struct RawRule {
     context: Vec<String>,
     #[serde(default)]
     context_required: bool,
+    /// Only matches that hold an ASCII digit count: lets the scanner skip digit-free text for
+    /// a pattern that could otherwise match without one.
+    #[serde(default)]
+    require_digit: bool,
     base_confidence: Option<f32>,
     validated_confidence: Option<f32>,
     #[serde(default)]
@@ -134,6 +138,7 @@ pub struct Rule {
     pub min_entropy: f64,
     pub context: Vec<String>,
     pub context_required: bool,
+    pub require_digit: bool,
     pub base_confidence: f32,
     pub validated_confidence: f32,
     pub severity: Severity,
@@ -209,6 +214,7 @@ impl Pack {
                 min_entropy: r.min_entropy.unwrap_or(3.0),
                 context: r.context.iter().map(|w| w.to_ascii_lowercase()).collect(),
                 context_required: r.context_required,
+                require_digit: r.require_digit,
                 base_confidence: base,
                 validated_confidence: r.validated_confidence.unwrap_or(0.95).max(base),
                 severity: r.severity,

@@ -110,3 +110,9 @@ fn custom_dictionaries_match_whole_terms() {
         ]
     );
 }
+
+#[test]
+fn bundled_personal_data_patterns_are_all_gated() {
+    // Every bundled pattern needs a trigger byte, so no automaton runs over trigger-free prose.
+    assert_eq!(scanner().ungated_patterns(), 0);
+}
