@@ -74,11 +74,6 @@ fn trigger_class(b: u8) -> Option<usize> {
     }
 }
 
-/// Any trigger byte, written so that a fold over a block vectorises: `0`..=`:` is 0x30..=0x3A.
-fn is_trigger(b: u8) -> bool {
-    (b.wrapping_sub(b'0') < 11) | (b == b'@') | (b == b'-')
-}
-
 /// The longest personal-data match considered (an e-mail address is at most 254 bytes).
 const MAX_PII_LEN: usize = 320;
 
@@ -465,41 +460,58 @@ impl Automata {
     }
 }
 
-/// The merged windows around trigger bytes in which a gated match can lie, in order: each
-/// trigger byte of class `c` opens `reach[c].0` bytes before it and closes `reach[c].1` after.
+/// The merged windows around trigger bytes in which a gated match can lie, in order. The text
+/// is read in blocks of 32 bytes: one branch-free pass (it vectorises) gives the classes present;
+/// a block with trigger bytes opens a window from its first trigger byte, less the furthest reach
+/// back of those classes, to its last one plus the furthest reach forward. That is never
+/// narrower than the bytes' own windows.
 fn windows(hay: &[u8], reach: &[(usize, usize); TRIGGER_CLASSES]) -> Vec<(usize, usize)> {
     const BLOCK: usize = 32;
     let mut merged: Vec<(usize, usize)> = Vec::new();
-    let mut i = 0;
-    while i < hay.len() {
-        // Skip blocks without a trigger byte (the fold vectorises).
-        if i + BLOCK <= hay.len()
-            && !hay[i..i + BLOCK]
-                .iter()
-                .fold(false, |any, &b| any | is_trigger(b))
-        {
-            i += BLOCK;
+    for (k, block) in hay.chunks(BLOCK).enumerate() {
+        if !block.iter().fold(false, |any, &b| any | is_trigger(b)) {
             continue;
         }
-        if let Some(c) = trigger_class(hay[i]) {
-            let (from, to) = (
-                i.saturating_sub(reach[c].0),
-                (i + reach[c].1 + 1).min(hay.len()),
-            );
-            merged.push((from, to));
-            // Classes reach back differently, so a window may swallow earlier ones.
-            while let [.., prev, last] = merged[..] {
-                if prev.1 < last.0 {
-                    break;
-                }
-                merged.pop();
-                let end = merged.len() - 1;
-                merged[end] = (prev.0.min(last.0), prev.1.max(last.1));
+        let classes = block.iter().fold(0u8, |acc, &b| acc | trigger_bits(b));
+        let (mut before, mut after) = (0, 0);
+        for (c, r) in reach.iter().enumerate() {
+            if classes & (1 << c) != 0 {
+                before = before.max(r.0);
+                after = after.max(r.1);
             }
         }
-        i += 1;
+        let start = k * BLOCK;
+        let first = start + block.iter().position(|&b| trigger_bits(b) != 0).unwrap_or(0);
+        let last = start + block.iter().rposition(|&b| trigger_bits(b) != 0).unwrap_or(0);
+        merged.push((
+            first.saturating_sub(before),
+            (last + after + 1).min(hay.len()),
+        ));
+        // Classes reach back differently, so a window may swallow earlier ones.
+        while let [.., prev, last] = merged[..] {
+            if prev.1 < last.0 {
+                break;
+            }
+            merged.pop();
+            let end = merged.len() - 1;
+            merged[end] = (prev.0.min(last.0), prev.1.max(last.1));
+        }
     }
     merged
+}
+
+/// Whether a byte is a trigger byte of any class; `0`..=`:` is 0x30..=0x3A.
+fn is_trigger(b: u8) -> bool {
+    (b.wrapping_sub(b'0') < 11) | (b == b'@') | (b == b'-')
+}
+
+/// The trigger classes of a byte as bits (bit `c` for class `c`), branch-free so that a fold
+/// over a block vectorises.
+fn trigger_bits(b: u8) -> u8 {
+    ((b.wrapping_sub(b'0') < 10) as u8)
+        | (((b == b':') as u8) << 1)
+        | (((b == b'-') as u8) << 2)
+        | (((b == b'@') as u8) << 3)
 }
 
 fn utf8_len(lead: u8) -> usize {
@@ -571,4 +583,35 @@ fn resolve(mut candidates: Vec<Candidate>) -> Vec<Candidate> {
     }
     kept.sort_by_key(|c| c.start);
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_bits_agree_with_classes() {
+        for b in 0..=255u8 {
+            let want = trigger_class(b).map_or(0, |c| 1 << c);
+            assert_eq!(trigger_bits(b), want, "byte {b:#x}");
+            assert_eq!(is_trigger(b), want != 0, "byte {b:#x}");
+        }
+    }
+
+    #[test]
+    fn windows_cover_every_trigger_reach() {
+        let reach = [(14, 44), (4, 39), (4, 17), (320, 320)];
+        let mut hay = vec![b'x'; 4096];
+        hay[1000] = b'7';
+        hay[3000] = b'@';
+        let w = windows(&hay, &reach);
+        assert_eq!(w.len(), 2);
+        assert!(w[0].0 <= 1000 - 14 && w[0].1 > 1000 + 44, "{w:?}");
+        assert!(w[1].0 <= 3000 - 320 && w[1].1 > 3000 + 320, "{w:?}");
+        // An `@` reaching back past a window swallows it.
+        hay[2700] = b'1';
+        let w = windows(&hay, &reach);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[1].0 <= 2700 - 14);
+    }
 }
