@@ -14,7 +14,9 @@
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind as AcMatchKind};
+use regex_automata::hybrid::dfa::{Cache as DfaCache, DFA as LazyDfa, OverlappingState};
 use regex_automata::meta::Regex as MetaRegex;
+use regex_automata::util::pool::Pool;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind, PatternSet};
 
@@ -51,14 +53,21 @@ struct Pii {
 struct Automata {
     /// Leftmost-first over every pattern: where the next candidate starts.
     first: MetaRegex,
-    /// All-matches over every pattern: which patterns match at a candidate start.
-    all: MetaRegex,
-    /// Each pattern alone, for its span at a candidate start. Small regexes searched over a
-    /// short span stay on the fast engines, where a per-pattern anchored search of the big
-    /// regexes would fall back to the PikeVM.
+    /// All-matches over every pattern, anchored at a candidate start: an overlapping search
+    /// gives every pattern's match ends there in one pass.
+    all: Arc<LazyDfa>,
+    caches: Pool<DfaCache, CacheInit>,
+    /// All-matches as a meta regex, and each pattern alone: the fallback when the lazy DFA
+    /// gives up on a candidate. Small regexes searched over a short span stay on the fast
+    /// engines, where a per-pattern anchored search of the big regexes would fall back to the
+    /// PikeVM.
+    all_meta: MetaRegex,
     each: Vec<MetaRegex>,
     pattern_rule: Vec<usize>,
 }
+
+type CacheInit =
+    Box<dyn Fn() -> DfaCache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>;
 
 /// Trigger classes, commonest in prose first: ASCII digits, `:` (IPv6, MAC), `-` (MAC) and `@`
 /// (e-mail, URL credentials).
@@ -315,7 +324,8 @@ impl Scanner {
         pos: &mut usize,
         out: &mut Vec<Candidate>,
     ) {
-        let mut set = PatternSet::new(a.all.pattern_len());
+        let mut cache = a.caches.get();
+        let mut ends: Vec<(usize, usize)> = Vec::new();
         *pos = (*pos).max(from);
         while *pos < to {
             let Some(m) = a.first.search(&Input::new(hay).span(*pos..to)) else {
@@ -328,19 +338,22 @@ impl Scanner {
                 continue;
             }
             let end = (s + MAX_PII_LEN).min(hay.len());
-            set.clear();
-            a.all.which_overlapping_matches(
-                &Input::new(hay).span(s..end).anchored(Anchored::Yes),
-                &mut set,
-            );
+            let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
+            if !match_ends(&a.all, &mut cache, &input, &mut ends) {
+                // The lazy DFA gave up: ask each matching pattern for its span.
+                ends.clear();
+                let mut set = PatternSet::new(a.all_meta.pattern_len());
+                a.all_meta.which_overlapping_matches(&input, &mut set);
+                for pid in set.iter() {
+                    if let Some(pm) = a.each[pid.as_usize()].search(&input) {
+                        ends.push((pid.as_usize(), pm.end()));
+                    }
+                }
+            }
             let mut furthest_validated = None;
-            for pid in set.iter() {
-                let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
-                let Some(pm) = a.each[pid.as_usize()].search(&input) else {
-                    continue;
-                };
-                let rule = a.pattern_rule[pid.as_usize()];
-                if let Some(c) = self.candidate(rule, hay, pm.start(), pm.end()) {
+            for &(pid, match_end) in &ends {
+                let rule = a.pattern_rule[pid];
+                if let Some(c) = self.candidate(rule, hay, s, match_end) {
                     if c.validated {
                         furthest_validated =
                             Some(furthest_validated.map_or(c.end, |e: usize| e.max(c.end)));
@@ -448,9 +461,23 @@ impl Automata {
             .map(|p| format!(r"\b{{start-half}}(?:{p})"))
             .collect();
         let started: Vec<&str> = started.iter().map(String::as_str).collect();
+        let all = Arc::new(
+            LazyDfa::builder()
+                .syntax(syntax)
+                .configure(
+                    LazyDfa::config()
+                        .match_kind(MatchKind::All)
+                        .cache_capacity(8 << 20),
+                )
+                .build_many(&started)
+                .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))?,
+        );
+        let for_caches = all.clone();
         Ok(Some(Self {
             first: build(MatchKind::LeftmostFirst, &started)?,
-            all: build(MatchKind::All, &started)?,
+            all,
+            caches: Pool::new(Box::new(move || for_caches.create_cache())),
+            all_meta: build(MatchKind::All, &started)?,
             each: patterns
                 .iter()
                 .map(|p| build(MatchKind::LeftmostFirst, &[p]))
@@ -460,49 +487,65 @@ impl Automata {
     }
 }
 
-/// The merged windows around trigger bytes in which a gated match can lie, in order. The text
-/// is read in blocks of 32 bytes: one branch-free pass (it vectorises) gives the classes present;
-/// a block with trigger bytes opens a window from its first trigger byte, less the furthest reach
-/// back of those classes, to its last one plus the furthest reach forward. That is never
-/// narrower than the bytes' own windows.
+/// The merged windows around trigger bytes in which a gated match can lie, in order. `@` is
+/// rare and reaches far (an e-mail's local part), so it is found with memchr and given its own
+/// reach. The other classes get the widest of their reaches; the text is read in blocks of 32
+/// bytes (the test vectorises), and a block with trigger bytes opens a window from its first one,
+/// less that reach back, to its last one plus the reach forward: never narrower than the bytes'
+/// own windows.
 fn windows(hay: &[u8], reach: &[(usize, usize); TRIGGER_CLASSES]) -> Vec<(usize, usize)> {
     const BLOCK: usize = 32;
-    let mut merged: Vec<(usize, usize)> = Vec::new();
+    let at = TRIGGER_CLASSES - 1;
+    let (before, after) = reach[..at]
+        .iter()
+        .fold((0, 0), |(b, a), r| (b.max(r.0), a.max(r.1)));
+    let mut near: Vec<(usize, usize)> = Vec::new();
     for (k, block) in hay.chunks(BLOCK).enumerate() {
         if !block.iter().fold(false, |any, &b| any | is_trigger(b)) {
             continue;
         }
-        let classes = block.iter().fold(0u8, |acc, &b| acc | trigger_bits(b));
-        let (mut before, mut after) = (0, 0);
-        for (c, r) in reach.iter().enumerate() {
-            if classes & (1 << c) != 0 {
-                before = before.max(r.0);
-                after = after.max(r.1);
-            }
+        let (Some(first), Some(last)) = (
+            block.iter().position(|&b| is_trigger(b)),
+            block.iter().rposition(|&b| is_trigger(b)),
+        ) else {
+            continue;
+        };
+        let from = (k * BLOCK + first).saturating_sub(before);
+        let to = (k * BLOCK + last + after + 1).min(hay.len());
+        match near.last_mut() {
+            Some(prev) if from <= prev.1 => prev.1 = prev.1.max(to),
+            _ => near.push((from, to)),
         }
-        let start = k * BLOCK;
-        let first = start + block.iter().position(|&b| trigger_bits(b) != 0).unwrap_or(0);
-        let last = start + block.iter().rposition(|&b| trigger_bits(b) != 0).unwrap_or(0);
-        merged.push((
-            first.saturating_sub(before),
-            (last + after + 1).min(hay.len()),
-        ));
-        // Classes reach back differently, so a window may swallow earlier ones.
-        while let [.., prev, last] = merged[..] {
-            if prev.1 < last.0 {
-                break;
-            }
-            merged.pop();
-            let end = merged.len() - 1;
-            merged[end] = (prev.0.min(last.0), prev.1.max(last.1));
+    }
+    let far = memchr::memchr_iter(b'@', hay).map(|i| {
+        (
+            i.saturating_sub(reach[at].0),
+            (i + reach[at].1 + 1).min(hay.len()),
+        )
+    });
+    // Both lists are in order; merge them.
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(near.len());
+    let mut near = near.into_iter().peekable();
+    let mut far = far.peekable();
+    loop {
+        let next = match (near.peek(), far.peek()) {
+            (Some(n), Some(f)) if f.0 < n.0 => far.next(),
+            (Some(_), _) => near.next(),
+            (None, Some(_)) => far.next(),
+            (None, None) => break,
+        };
+        let Some((from, to)) = next else { break };
+        match merged.last_mut() {
+            Some(prev) if from <= prev.1 => prev.1 = prev.1.max(to),
+            _ => merged.push((from, to)),
         }
     }
     merged
 }
 
-/// Whether a byte is a trigger byte of any class; `0`..=`:` is 0x30..=0x3A.
+/// Whether a byte is a digit, `:` or `-` (every class but `@`); `0`..=`:` is 0x30..=0x3A.
 fn is_trigger(b: u8) -> bool {
-    (b.wrapping_sub(b'0') < 11) | (b == b'@') | (b == b'-')
+    (b.wrapping_sub(b'0') < 11) | (b == b'-')
 }
 
 /// The trigger classes of a byte as bits (bit `c` for class `c`), branch-free so that a fold
@@ -512,6 +555,34 @@ fn trigger_bits(b: u8) -> u8 {
         | (((b == b':') as u8) << 1)
         | (((b == b'-') as u8) << 2)
         | (((b == b'@') as u8) << 3)
+}
+
+/// The longest match end of each pattern matching at the anchored start of `input`, by one
+/// overlapping search; `false` when the lazy DFA gave up.
+fn match_ends(
+    dfa: &LazyDfa,
+    cache: &mut DfaCache,
+    input: &Input<'_>,
+    ends: &mut Vec<(usize, usize)>,
+) -> bool {
+    ends.clear();
+    let mut state = OverlappingState::start();
+    loop {
+        if dfa
+            .try_search_overlapping_fwd(cache, input, &mut state)
+            .is_err()
+        {
+            return false;
+        }
+        let Some(m) = state.get_match() else {
+            return true;
+        };
+        let pid = m.pattern().as_usize();
+        match ends.iter_mut().find(|(p, _)| *p == pid) {
+            Some((_, e)) => *e = (*e).max(m.offset()),
+            None => ends.push((pid, m.offset())),
+        }
+    }
 }
 
 fn utf8_len(lead: u8) -> usize {
@@ -590,11 +661,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trigger_bits_agree_with_classes() {
+    fn is_trigger_agrees_with_classes() {
         for b in 0..=255u8 {
-            let want = trigger_class(b).map_or(0, |c| 1 << c);
-            assert_eq!(trigger_bits(b), want, "byte {b:#x}");
-            assert_eq!(is_trigger(b), want != 0, "byte {b:#x}");
+            let class = trigger_class(b);
+            assert_eq!(
+                is_trigger(b),
+                class.is_some() && class != Some(3),
+                "byte {b:#x}"
+            );
         }
     }
 
@@ -613,5 +687,48 @@ mod tests {
         let w = windows(&hay, &reach);
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[1].0 <= 2700 - 14);
+    }
+}
+
+pub static DIAG: [std::sync::atomic::AtomicUsize; 3] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; 3];
+#[cfg(test)]
+mod diag {
+    use super::*;
+    #[test]
+    fn diag_counts() {
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../dlp-rules"));
+        let sc = super::Scanner::new(&crate::dlp::load_packs(dir, None).unwrap()).unwrap();
+        let text = crate::dlp::corpus::Generator::new(7).prose(8 << 20, true);
+        let hay = text.as_bytes();
+        let pii = sc.pii.as_ref().unwrap();
+        let a = pii.gated.as_ref().unwrap();
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            let f = sc.scan(&text);
+            eprintln!("full scan {:?} {}", t.elapsed(), f.len());
+            let t = std::time::Instant::now();
+            let w = windows(hay, &pii.reach);
+            eprintln!("windows {:?} {}", t.elapsed(), w.len());
+            let t = std::time::Instant::now();
+            let mut pos = 0;
+            let mut n = 0;
+            while let Some(m) = a.first.search(&Input::new(hay).span(pos..hay.len())) {
+                n += 1;
+                pos = m.start() + 1;
+            }
+            eprintln!("first only {:?} {n}", t.elapsed());
+            let t = std::time::Instant::now();
+            let mut out = Vec::new();
+            sc.scan_pii(pii, hay, &mut out);
+            eprintln!("scan_pii {:?} {}", t.elapsed(), out.len());
+            let t = std::time::Instant::now();
+            let mut out = Vec::new();
+            sc.scan_secrets(sc.secrets.as_ref().unwrap(), hay, &mut out);
+            eprintln!("scan_secrets {:?} {}", t.elapsed(), out.len());
+            let t = std::time::Instant::now();
+            let n = crate::dlp::normalize::normalize(&text);
+            eprintln!("normalize {:?} {}", t.elapsed(), n.text.len());
+        }
     }
 }
