@@ -25,12 +25,14 @@ impl Normalized<'_> {
     }
 }
 
-/// U+3000 IDEOGRAPHIC SPACE and U+FF01..U+FFEE are the characters NFKC maps here, except the
-/// sentence punctuation of Chinese prose (，！？；), which no rule needs: leaving it alone lets most
-/// Chinese text be scanned in place.
+/// U+3000 IDEOGRAPHIC SPACE and the full-width forms of ASCII (U+FF01..U+FF5E) are the characters
+/// NFKC maps here, except the sentence punctuation of Chinese prose (，！？；), which no rule
+/// needs: leaving it alone lets most Chinese text be scanned in place. The rest of the block
+/// (half-width katakana and hangul, full-width currency signs such as ￥) holds nothing a rule
+/// looks for.
 fn mapped(c: char) -> bool {
     c == '\u{3000}'
-        || (('\u{FF01}'..='\u{FFEE}').contains(&c) && !matches!(c, '，' | '！' | '？' | '；'))
+        || (('\u{FF01}'..='\u{FF5E}').contains(&c) && !matches!(c, '，' | '！' | '？' | '；'))
 }
 
 pub fn normalize(text: &str) -> Normalized<'_> {
@@ -82,7 +84,7 @@ mod tests {
     fn ascii_is_borrowed() {
         let n = normalize("call 13812345678 now：谢谢");
         assert_eq!(n.text, "call 13812345678 now:谢谢");
-        let n = normalize("好的，谢谢！");
+        let n = normalize("好的，谢谢！金额￥100");
         assert!(matches!(n.text, Cow::Borrowed(_)));
         let n = normalize("plain text");
         assert!(matches!(n.text, Cow::Borrowed(_)));
