@@ -19,4 +19,5 @@ pub mod policy;
 pub mod providers;
 pub mod proxy;
 pub mod relay;
+pub mod reload;
 pub mod sse;

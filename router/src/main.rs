@@ -302,7 +302,10 @@ fn run(cli: Cli) -> Result<(), String> {
                 config.display(),
                 c.providers.len(),
                 c.models.len(),
-                c.dlp.scanner.as_ref().map_or(0, |s| s.rules().len())
+                c.dlp
+                    .rules
+                    .as_ref()
+                    .map_or(0, |r| r.current().scanner.rules().len())
             );
             Ok(())
         }

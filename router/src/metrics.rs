@@ -26,6 +26,10 @@ pub struct Metrics {
     pub policy_info: IntGaugeVec,
     /// Audit records by state: written, spooled, replayed, failed (since start).
     pub audit: IntGaugeVec,
+    pub dlp_reloads: IntCounter,
+    pub dlp_reload_failures: IntCounter,
+    /// 1 for the DLP rule packs in force, by version.
+    pub dlp_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -121,6 +125,22 @@ impl Metrics {
         registry
             .register(Box::new(policy_info.clone()))
             .expect("unique metric");
+        let dlp_reloads = counter(
+            "cordon_dlp_reloads_total",
+            "Successful DLP rule pack reloads",
+        );
+        let dlp_reload_failures = counter(
+            "cordon_dlp_reload_failures_total",
+            "DLP reloads refused (invalid pack or failing rule examples); the last good packs stayed",
+        );
+        let dlp_info = IntGaugeVec::new(
+            Opts::new("cordon_dlp_rules_info", "The DLP rule packs in force"),
+            &["version", "rules"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(dlp_info.clone()))
+            .expect("unique metric");
         let audit = IntGaugeVec::new(
             Opts::new(
                 "cordon_audit_records",
@@ -163,7 +183,21 @@ impl Metrics {
             policy_shadow_differences,
             policy_info,
             audit,
+            dlp_reloads,
+            dlp_reload_failures,
+            dlp_info,
         }
+    }
+
+    /// Publishes the DLP rule packs in force.
+    pub fn set_dlp(&self, rules: &crate::dlp::live::Compiled) {
+        self.dlp_info.reset();
+        self.dlp_info
+            .with_label_values(&[
+                rules.short_version(),
+                &rules.scanner.rules().len().to_string(),
+            ])
+            .set(1);
     }
 
     pub fn set_audit(&self, s: &crate::audit::writer::AuditStats) {

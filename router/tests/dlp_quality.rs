@@ -8,7 +8,15 @@ use std::path::Path;
 use cordon_router::dlp::corpus::Generator;
 use cordon_router::dlp::{Scanner, load_packs};
 
-const CHECKSUM_VALIDATED: [&str; 4] = ["CREDIT_CARD", "CN_RESIDENT_ID", "IBAN_CODE", "CN_USCC"];
+const CHECKSUM_VALIDATED: [&str; 7] = [
+    "CREDIT_CARD",
+    "CN_RESIDENT_ID",
+    "IBAN_CODE",
+    "CN_USCC",
+    "HK_ID",
+    "TW_ID",
+    "UK_NHS",
+];
 
 #[test]
 fn precision_and_recall_meet_targets() {
@@ -27,7 +35,7 @@ fn precision_and_recall_meet_targets() {
                 .iter()
                 .map(|f| (&*f.entity, &sample.text[f.start..f.end]))
                 .collect();
-            negative_hits.push(format!("{:?}: {hits:?}", sample.text));
+            negative_hits.push((sample.kind, format!("{:?}: {hits:?}", sample.text)));
         }
         for &(entity, start, end) in &sample.labels {
             let hit = found
@@ -88,9 +96,11 @@ fn precision_and_recall_meet_targets() {
     if precision < 0.98 {
         failures.push(format!("overall precision {precision:.4} < 0.98"));
     }
+    // A look-alike that fails its checksum may not be found as anything.
     let checksum_negatives: Vec<_> = negative_hits
         .iter()
-        .filter(|h| CHECKSUM_VALIDATED.iter().any(|e| h.contains(e)))
+        .filter(|(kind, _)| CHECKSUM_VALIDATED.contains(kind))
+        .map(|(_, h)| h)
         .collect();
     if !checksum_negatives.is_empty() {
         failures.push(format!(
@@ -107,7 +117,14 @@ fn precision_and_recall_meet_targets() {
         );
     }
     println!("hard negatives with a finding: {}", negative_hits.len());
-    for h in negative_hits.iter().take(8) {
+    // Order numbers, timestamps, amounts and version strings may not be found either.
+    if negative_hits.len() > checksum_negatives.len() {
+        failures.push(format!(
+            "{} other hard negatives were found",
+            negative_hits.len() - checksum_negatives.len()
+        ));
+    }
+    for (_, h) in negative_hits.iter().take(8) {
         println!("  {h}");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

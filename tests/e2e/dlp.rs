@@ -249,3 +249,130 @@ fn dlp_cli_scan_test_and_mask() {
     assert!(ok, "{out}");
     assert!(out.contains(" 0 failed"));
 }
+
+/// A secret in the model's stream, three characters per event: redacted whole, never a piece of
+/// it sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_split_across_stream_events_are_redacted() {
+    let fx = Fixture::start().await;
+    // Let the secret through on the way in (no policy, secrets allowed) so that the echo model
+    // streams it back.
+    let config = fx.config() + "\n[policy]\nenabled = false\n[dlp.actions]\ndefault = \"allow\"\n";
+    let gw = Gateway::start(&config);
+    let key = "AKIAZ5QWERTYUIOPASD7";
+    let body = json!({"model": "echo-stream", "stream": true, "messages": [{"role": "user", "content": format!("the key is {key}, keep it safe")}]});
+    let resp = post(&gw, "/v1/chat/completions", body).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let mut content = String::new();
+    let mut events = 0;
+    for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        if let Some(c) = chunk["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(c);
+            events += 1;
+        }
+    }
+    assert_eq!(
+        content,
+        "echo: the key is [SECRET_AWS_ACCESS_KEY], keep it safe"
+    );
+    for piece in ["AKIA", "Z5Q", "ASD7"] {
+        assert!(!text.contains(piece), "{piece} reached the client: {text}");
+    }
+    // Prose around it was not held back to the end.
+    assert!(events > 5, "{events} events: {text}");
+}
+
+/// Packs reload when their files change; a pack whose examples fail is refused and the last
+/// good packs stay in force.
+#[tokio::test(flavor = "multi_thread")]
+async fn rule_packs_reload_on_change_and_keep_the_last_good_ones() {
+    use crate::harness::util::{copy_dir, eventually, get_text, metric, readyz, repo};
+    let fx = Fixture::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("dlp-rules");
+    copy_dir(&repo().join("dlp-rules"), &rules);
+    let config = fx.config()
+        + &format!(
+            "\n[policy]\nenabled = false\n[dlp]\nrules_dir = \"{}\"\n[dlp.actions]\ndefault = \"allow\"\nCUSTOM_PROJECTS = \"block\"\n",
+            rules.display()
+        );
+    let gw = Gateway::start(&config);
+    let version = async || {
+        readyz(&gw).await["dlp"]["version"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let v0 = version().await;
+    let chat = || json!({"model": "gpt-test", "messages": [{"role": "user", "content": "status of project Bluefin?"}]});
+    assert_eq!(
+        post(&gw, "/v1/chat/completions", chat()).await.status(),
+        200
+    );
+
+    // A new pack with a dictionary: the watcher reloads it and the term is blocked.
+    std::fs::create_dir_all(rules.join("dictionaries")).unwrap();
+    std::fs::write(
+        rules.join("dictionaries/projects.txt"),
+        "# code names\nBluefin\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("internal.toml"),
+        "[pack]\nname = \"internal\"\n\n[[dictionaries]]\nname = \"projects\"\nfile = \"dictionaries/projects.txt\"\n",
+    )
+    .unwrap();
+    assert!(
+        eventually(async || post(&gw, "/v1/chat/completions", chat()).await.status() == 403).await,
+        "the new pack was not picked up; log:\n{}",
+        gw.log()
+    );
+    let v1 = version().await;
+    assert_ne!(v0, v1);
+    let v: Value = post(&gw, "/v1/chat/completions", chat())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["error"]["code"], "dlp_block");
+
+    // A rule whose own examples fail is refused: the last good packs stay.
+    let global = rules.join("global.toml");
+    let text = std::fs::read_to_string(&global).unwrap();
+    std::fs::write(
+        &global,
+        text.replace(
+            "[2-9][0-9]{2}[.-][2-9][0-9]{2}[.-][0-9]{4}",
+            "[2-9][0-9]{2}[.-][2-9][0-9]{2}[.-][0-9]{5}",
+        ),
+    )
+    .unwrap();
+    assert!(
+        eventually(async || readyz(&gw).await["dlp"]["reload_failures"].as_u64() >= Some(1)).await,
+        "no failed reload; log:\n{}",
+        gw.log()
+    );
+    let r = readyz(&gw).await;
+    assert_eq!(r["dlp"]["version"], v1.as_str());
+    assert!(
+        r["dlp"]["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("phone_nanp"),
+        "{r}"
+    );
+    assert_eq!(
+        post(&gw, "/v1/chat/completions", chat()).await.status(),
+        403
+    );
+    let m = get_text(&gw, "/metrics").await;
+    assert!(metric(&m, "cordon_dlp_reload_failures_total") >= 1.0, "{m}");
+    assert!(metric(&m, "cordon_dlp_reloads_total") >= 1.0, "{m}");
+    assert!(m.contains(&format!("cordon_dlp_rules_info{{rules=")), "{m}");
+    assert!(gw.log().contains("DLP reload failed"));
+}

@@ -8,14 +8,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::gateway::cordon;
+use crate::harness::util::{copy_dir, eventually, get_text, metric, readyz, repo};
 use crate::harness::{Fixture, Gateway};
 
 const CN_ID: &str = "11010519491231002X";
 const EMAIL: &str = "alice.smith@example.com";
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 async fn post(gw: &Gateway, key: &str, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut req = reqwest::Client::new()
@@ -32,44 +29,6 @@ fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }
 
-async fn get_text(gw: &Gateway, path: &str) -> String {
-    reqwest::get(gw.url(path))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
-async fn readyz(gw: &Gateway) -> Value {
-    reqwest::get(gw.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Edits a bundle's data.json so that gpt-test is restricted to a group nobody is in (the
 /// bundle's own tests still pass).
 fn restrict_gpt_test(bundle: &Path) {
@@ -79,18 +38,6 @@ fn restrict_gpt_test(bundle: &Path) {
     data["tables"]["model_access"]["restricted_models"]["gpt-test"] =
         json!({"groups": ["nobody"], "teams": []});
     std::fs::write(&data_path, serde_json::to_string_pretty(&data).unwrap()).unwrap();
-}
-
-/// Polls until `f` holds or 10 s pass.
-async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -105,22 +105,27 @@ pub const DEFAULT_POLICY_HEADERS: [&str; 3] = [
 #[derive(Clone)]
 pub struct DlpConfig {
     pub enabled: bool,
-    pub scanner: Option<Arc<crate::dlp::Scanner>>,
+    /// The rule packs in force (hot-reloaded); `None` when DLP is off.
+    pub rules: Option<Arc<crate::dlp::live::LiveRules>>,
     /// The default action table, until policy chooses actions per request.
     pub actions: crate::dlp::ActionTable,
     /// HMAC key for the `hash` action; when not configured, a random key kept in the data
     /// directory (`dlp-hash.key`), so hashes stay stable across restarts.
     pub hash_key: Option<Secret>,
     pub restore_pseudonyms: bool,
-    /// Entity types (or `PREFIX_*`) redacted in model output.
-    pub response_redact: Arc<[String]>,
 }
 
 impl std::fmt::Debug for DlpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DlpConfig")
             .field("enabled", &self.enabled)
-            .field("rules", &self.scanner.as_ref().map(|s| s.rules().len()))
+            .field(
+                "rules",
+                &self
+                    .rules
+                    .as_ref()
+                    .map(|r| r.current().scanner.rules().len()),
+            )
             .field("actions", &self.actions)
             .finish()
     }
@@ -606,12 +611,20 @@ impl Validator<'_> {
                 .map_err(|e| self.errors.push(e))
                 .ok()
         });
-        let scanner = if enabled {
+        let redact: Arc<[String]> = raw
+            .response_redact
+            .unwrap_or_else(|| vec!["SECRET_*".into()])
+            .into();
+        let rules = if enabled {
             let dir = self.path(raw.rules_dir.as_deref().unwrap_or(Path::new("dlp-rules")));
-            match crate::dlp::load_packs(&dir, raw.packs.as_deref())
-                .and_then(|packs| crate::dlp::Scanner::new(&packs))
-            {
-                Ok(s) => Some(Arc::new(s)),
+            let settings = crate::dlp::live::RuleSettings {
+                dir,
+                packs: raw.packs,
+                redact,
+                watch: raw.watch.unwrap_or(true),
+            };
+            match crate::dlp::live::LiveRules::load(settings) {
+                Ok(r) => Some(Arc::new(r)),
                 Err(e) => {
                     self.err("dlp.rules_dir", e.to_string());
                     None
@@ -622,14 +635,10 @@ impl Validator<'_> {
         };
         DlpConfig {
             enabled,
-            scanner,
+            rules,
             actions,
             hash_key,
             restore_pseudonyms: raw.restore_pseudonyms.unwrap_or(true),
-            response_redact: raw
-                .response_redact
-                .unwrap_or_else(|| vec!["SECRET_*".into()])
-                .into(),
         }
     }
 
@@ -1020,7 +1029,7 @@ mod tests {
         // The embedded default resolves dlp-rules/ against the working directory: the repo root.
         let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         let c = Config::from_toml(EMBEDDED_DEFAULT, root).unwrap();
-        assert!(c.dlp.scanner.is_some());
+        assert!(c.dlp.rules.is_some());
         assert!(c.server.http_listen.is_some());
         assert!(c.database_url.starts_with("sqlite://"));
     }

@@ -148,6 +148,7 @@ pub struct RawDlp {
     pub actions: Option<BTreeMap<String, String>>,
     pub restore_pseudonyms: Option<bool>,
     pub response_redact: Option<Vec<String>>,
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,6 +12,9 @@ pub struct Sample {
     pub labels: Vec<(&'static str, usize, usize)>,
     /// True when the sentence is a hard negative: nothing in it may be found.
     pub negative: bool,
+    /// The entity type the sentence was written for (a look-alike's type when negative;
+    /// `NONE` for the other hard negatives).
+    pub kind: &'static str,
 }
 
 pub struct Generator {
@@ -71,6 +74,7 @@ impl Generator {
             text,
             labels,
             negative,
+            kind: entity,
         }
     }
 
@@ -277,6 +281,145 @@ impl Generator {
         )
     }
 
+    /// A Hong Kong identity card number, `A123456(3)` or without the brackets.
+    pub fn hk_id(&mut self, valid: bool) -> String {
+        let letters: String = (0..self.rng.random_range(1..3))
+            .map(|_| char::from(b'A' + self.rng.random_range(0..26u8)))
+            .collect();
+        let digits = self.digits(6);
+        let mut values: Vec<u32> = Vec::new();
+        if letters.len() == 1 {
+            values.push(36);
+        }
+        values.extend(letters.bytes().map(|c| u32::from(c - b'A') + 10));
+        values.extend(digits.bytes().map(|c| u32::from(c - b'0')));
+        let sum: u32 = values.iter().zip((2..=9).rev()).map(|(v, w)| v * w).sum();
+        let mut check = (11 - sum % 11) % 11;
+        if !valid {
+            check = (check + 1 + self.rng.random_range(0..10)) % 11;
+        }
+        let c = match check {
+            10 => 'A',
+            n => char::from(b'0' + n as u8),
+        };
+        if self.rng.random_bool(0.5) {
+            format!("{letters}{digits}({c})")
+        } else {
+            format!("{letters}{digits}{c}")
+        }
+    }
+
+    /// A Taiwan national identification number.
+    pub fn tw_id(&mut self, valid: bool) -> String {
+        const CODES: [u32; 26] = [
+            10, 11, 12, 13, 14, 15, 16, 17, 34, 18, 19, 20, 21, 22, 35, 23, 24, 25, 26, 27, 28, 29,
+            32, 30, 31, 33,
+        ];
+        let letter = self.rng.random_range(0..26u8);
+        let body = format!("{}{}", self.rng.random_range(1..3), self.digits(7));
+        let code = CODES[usize::from(letter)];
+        let weights = [8, 7, 6, 5, 4, 3, 2, 1];
+        let sum = code / 10
+            + (code % 10) * 9
+            + body
+                .bytes()
+                .zip(weights)
+                .map(|(c, w)| u32::from(c - b'0') * w)
+                .sum::<u32>();
+        let mut check = (10 - sum % 10) % 10;
+        if !valid {
+            check = (check + 1 + self.rng.random_range(0..9)) % 10;
+        }
+        format!("{}{body}{check}", char::from(b'A' + letter))
+    }
+
+    /// A UK NHS number (mod 11), plain or in 3-3-4 groups.
+    pub fn uk_nhs(&mut self, valid: bool) -> String {
+        loop {
+            let body = self.digits(9);
+            let sum: u32 = body
+                .bytes()
+                .zip((2..=10).rev())
+                .map(|(c, w)| u32::from(c - b'0') * w)
+                .sum();
+            let check = (11 - sum % 11) % 11;
+            if check == 10 || body.bytes().all(|b| b == body.as_bytes()[0]) {
+                continue;
+            }
+            let check = if valid {
+                check
+            } else {
+                (check + 1 + self.rng.random_range(0..9)) % 10
+            };
+            let n = format!("{body}{check}");
+            return match self.rng.random_range(0..3) {
+                0 => format!("{} {} {}", &n[..3], &n[3..6], &n[6..]),
+                1 => format!("{}-{}-{}", &n[..3], &n[3..6], &n[6..]),
+                _ => n,
+            };
+        }
+    }
+
+    /// A UK National Insurance number, with or without spaces.
+    pub fn uk_nino(&mut self) -> String {
+        const FIRST: &[u8] = b"ABCEGHJKLMNOPRSTWXYZ";
+        const SECOND: &[u8] = b"ABCEGHJKLMNPRSTWXYZ";
+        let (a, b) = loop {
+            let a = FIRST[self.rng.random_range(0..FIRST.len())];
+            let b = SECOND[self.rng.random_range(0..SECOND.len())];
+            if !matches!(
+                &[a, b],
+                b"BG" | b"GB" | b"NK" | b"KN" | b"TN" | b"NT" | b"ZZ"
+            ) {
+                break (char::from(a), char::from(b));
+            }
+        };
+        let d = self.digits(6);
+        let suffix = char::from(b'A' + self.rng.random_range(0..4u8));
+        if self.rng.random_bool(0.5) {
+            format!("{a}{b} {} {} {} {suffix}", &d[..2], &d[2..4], &d[4..])
+        } else {
+            format!("{a}{b}{d}{suffix}")
+        }
+    }
+
+    /// An IPv4 or IPv6 address.
+    pub fn ip(&mut self) -> String {
+        if self.rng.random_bool(0.5) {
+            format!(
+                "{}.{}.{}.{}",
+                self.rng.random_range(1..224),
+                self.rng.random_range(0..256),
+                self.rng.random_range(0..256),
+                self.rng.random_range(1..255)
+            )
+        } else {
+            let groups: Vec<String> = (0..8)
+                .map(|_| format!("{:x}", self.rng.random_range(0..0x10000u32)))
+                .collect();
+            if self.rng.random_bool(0.5) {
+                format!("{}::{}", groups[..3].join(":"), groups[7])
+            } else {
+                groups.join(":")
+            }
+        }
+    }
+
+    /// A MAC address in one of its three written forms, with at least one digit.
+    pub fn mac(&mut self) -> String {
+        let mut bytes: Vec<u8> = (0..6).map(|_| self.rng.random_range(0..=255u8)).collect();
+        bytes[5] &= 0x99; // a nibble of 0-9 in the last byte, so that a digit is always there
+        let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        match self.rng.random_range(0..3) {
+            0 => hex.join(":").to_ascii_uppercase(),
+            1 => hex.join("-"),
+            _ => format!(
+                "{}{}.{}{}.{}{}",
+                hex[0], hex[1], hex[2], hex[3], hex[4], hex[5]
+            ),
+        }
+    }
+
     /// Numbers that look like data but are not: they must produce no finding.
     pub fn hard_negative(&mut self) -> String {
         match self.rng.random_range(0..8) {
@@ -322,7 +465,7 @@ impl Generator {
 
     /// One labelled sample of a random kind.
     pub fn sample(&mut self) -> Sample {
-        match self.rng.random_range(0..14) {
+        match self.rng.random_range(0..24) {
             0 => {
                 let v = self.card(true);
                 let v = self.maybe_full_width(v);
@@ -374,11 +517,56 @@ impl Generator {
                 let v = self.uscc(false);
                 self.sentence("CN_USCC", &v, true)
             }
+            11 => {
+                let v = format!("HKID {}", self.hk_id(true));
+                self.labelled_after("HK_ID", &v, 5)
+            }
+            12 => {
+                let v = format!("身分證{}", self.tw_id(true));
+                self.labelled_after("TW_ID", &v, "身分證".len())
+            }
+            13 => {
+                let v = format!("NHS number {}", self.uk_nhs(true));
+                self.labelled_after("UK_NHS", &v, 11)
+            }
+            14 => {
+                let v = format!("NINO {}", self.uk_nino());
+                self.labelled_after("UK_NINO", &v, 5)
+            }
+            15 => {
+                let v = self.ip();
+                self.sentence("IP_ADDRESS", &v, false)
+            }
+            16 => {
+                let v = format!("device {}", self.mac());
+                self.labelled_after("MAC_ADDRESS", &v, 7)
+            }
+            17 => {
+                let v = format!("HKID {}", self.hk_id(false));
+                self.sentence("HK_ID", &v, true)
+            }
+            18 => {
+                let v = format!("身分證{}", self.tw_id(false));
+                self.sentence("TW_ID", &v, true)
+            }
+            19 => {
+                let v = format!("NHS number {}", self.uk_nhs(false));
+                self.sentence("UK_NHS", &v, true)
+            }
             _ => {
                 let v = self.hard_negative();
                 self.sentence("NONE", &v, true)
             }
         }
+    }
+
+    /// A sentence around `value`, labelled from byte `skip` of it (after its context word).
+    fn labelled_after(&mut self, entity: &'static str, value: &str, skip: usize) -> Sample {
+        let mut s = self.sentence(entity, value, false);
+        if let Some(l) = s.labels.first_mut() {
+            l.1 += skip;
+        }
+        s
     }
 
     /// Mixed Chinese and English prose with a sparse sprinkling of personal data, `bytes` long.

@@ -417,6 +417,9 @@ impl Scanner {
         } else {
             r.base_confidence
         };
+        if !r.exclude_context.is_empty() && has_context(hay, start, end, &r.exclude_context) {
+            return None;
+        }
         if !r.context.is_empty() {
             let near = has_context(hay, start, end, &r.context);
             if r.context_required && !near {
@@ -553,15 +556,6 @@ fn windows(hay: &[u8], reach: &[(usize, usize); TRIGGER_CLASSES]) -> Vec<(usize,
 /// Whether a byte is a digit, `:` or `-` (every class but `@`); `0`..=`:` is 0x30..=0x3A.
 fn is_trigger(b: u8) -> bool {
     (b.wrapping_sub(b'0') < 11) | (b == b'-')
-}
-
-/// The trigger classes of a byte as bits (bit `c` for class `c`), branch-free so that a fold
-/// over a block vectorises.
-fn trigger_bits(b: u8) -> u8 {
-    ((b.wrapping_sub(b'0') < 10) as u8)
-        | (((b == b':') as u8) << 1)
-        | (((b == b'-') as u8) << 2)
-        | (((b == b'@') as u8) << 3)
 }
 
 /// The longest match end of each pattern matching at the anchored start of `input`, by one

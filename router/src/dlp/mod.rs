@@ -8,8 +8,10 @@ pub mod corpus;
 pub mod engine;
 pub mod examples;
 pub mod json;
+pub mod live;
 pub mod normalize;
 pub mod pack;
+pub mod redact;
 pub mod restore;
 pub mod trigger;
 pub mod unmask;
@@ -41,6 +43,12 @@ pub enum DlpError {
     Pack { path: PathBuf, message: String },
     #[error("cannot compile rules: {0}")]
     Compile(String),
+    #[error("rule packs in {dir}: {failed} rule example(s) fail, first: {first}")]
+    Examples {
+        dir: PathBuf,
+        failed: usize,
+        first: String,
+    },
     #[error("request body cannot be scanned: {0}")]
     Body(String),
 }

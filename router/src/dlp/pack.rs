@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sha2::Digest;
 
 use super::DlpError;
 use super::validators::Validator;
@@ -93,6 +94,10 @@ struct RawRule {
     context: Vec<String>,
     #[serde(default)]
     context_required: bool,
+    /// Words that mark a match as some other kind of number (`nhs` near a US-style phone
+    /// number): with one in the context window there is no finding.
+    #[serde(default)]
+    exclude_context: Vec<String>,
     /// Only matches that hold an ASCII digit count: lets the scanner skip digit-free text for
     /// a pattern that could otherwise match without one.
     #[serde(default)]
@@ -138,6 +143,7 @@ pub struct Rule {
     pub min_entropy: f64,
     pub context: Vec<String>,
     pub context_required: bool,
+    pub exclude_context: Vec<String>,
     pub require_digit: bool,
     pub base_confidence: f32,
     pub validated_confidence: f32,
@@ -163,6 +169,8 @@ pub struct Dictionary {
 pub struct Pack {
     pub name: String,
     pub description: String,
+    /// SHA-256 of the pack file and its dictionaries' terms: the version reloads report.
+    pub digest: String,
     pub rules: Vec<Rule>,
     pub dictionaries: Vec<Dictionary>,
 }
@@ -214,6 +222,11 @@ impl Pack {
                 min_entropy: r.min_entropy.unwrap_or(3.0),
                 context: r.context.iter().map(|w| w.to_ascii_lowercase()).collect(),
                 context_required: r.context_required,
+                exclude_context: r
+                    .exclude_context
+                    .iter()
+                    .map(|w| w.to_ascii_lowercase())
+                    .collect(),
                 require_digit: r.require_digit,
                 base_confidence: base,
                 validated_confidence: r.validated_confidence.unwrap_or(0.95).max(base),
@@ -262,9 +275,18 @@ impl Pack {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut hash = sha2::Sha256::new();
+        hash.update(text.as_bytes());
+        for d in &dictionaries {
+            for t in &d.terms {
+                hash.update(t.as_bytes());
+                hash.update(b"\n");
+            }
+        }
         Ok(Self {
             name: raw.pack.name,
             description: raw.pack.description,
+            digest: format!("{:x}", hash.finalize()),
             rules,
             dictionaries,
         })

@@ -4,28 +4,20 @@
 //! call's arguments, an Anthropic content block) has its own [`Unmasker`], so a token split
 //! across events is restored and only a possible token prefix is ever held back.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use serde_json::{Value, json};
+use std::collections::HashMap;
 
 use super::actions::Pseudonyms;
+pub use super::redact::OutputRules;
+use super::redact::StreamRedactor;
 use super::unmask::Unmasker;
-use super::{Scanner, entity_matches};
-
-/// Output rules: entity types (or `PREFIX_*`) redacted in model output.
-#[derive(Clone)]
-pub struct OutputRules {
-    pub scanner: Arc<Scanner>,
-    /// Shared with the config: cloning per request is a reference count.
-    pub redact: Arc<[String]>,
-}
 
 /// Per-request response processing.
 pub struct ResponseGuard {
     pseudonyms: Pseudonyms,
     output: Option<OutputRules>,
-    streams: HashMap<String, Unmasker>,
+    /// Per streamed text field: its un-masker, then its redactor.
+    streams: HashMap<String, (Unmasker, StreamRedactor)>,
 }
 
 impl ResponseGuard {
@@ -52,45 +44,30 @@ impl ResponseGuard {
     }
 
     fn redact(&self, text: &str) -> String {
-        let Some(out) = &self.output else {
-            return text.to_owned();
-        };
-        let findings: Vec<_> = out
-            .scanner
-            .scan(text)
-            .into_iter()
-            .filter(|f| out.redact.iter().any(|p| entity_matches(p, &f.entity)))
-            .collect();
-        if findings.is_empty() {
-            return text.to_owned();
+        match &self.output {
+            Some(out) => out.redact(text),
+            None => text.to_owned(),
         }
-        let mut s = String::with_capacity(text.len());
-        let mut last = 0;
-        for f in findings {
-            s.push_str(&text[last..f.start]);
-            s.push('[');
-            s.push_str(&f.entity);
-            s.push(']');
-            last = f.end;
-        }
-        s.push_str(&text[last..]);
-        s
     }
 
     /// One piece of a streamed text field; `last` flushes what is held.
     fn piece(&mut self, key: String, text: &str, json_text: bool, last: bool) -> String {
-        let u = self.streams.entry(key).or_insert_with(|| {
-            if json_text {
+        let (u, r) = self.streams.entry(key).or_insert_with(|| {
+            let u = if json_text {
                 Unmasker::json()
             } else {
                 Unmasker::new()
-            }
+            };
+            (u, StreamRedactor::default())
         });
         let mut out = u.push(&self.pseudonyms, text);
         if last {
             out.push_str(&u.finish(&self.pseudonyms));
         }
-        self.redact(&out)
+        match &self.output {
+            Some(rules) => r.push(rules, &out, last),
+            None => out,
+        }
     }
 
     /// A non-stream OpenAI (chat or completions) or Anthropic body.

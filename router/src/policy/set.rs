@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
@@ -211,65 +210,20 @@ impl PolicySet {
     }
 
     /// Reloads on SIGHUP and, when `watch` is set, on changes in the bundle directories
-    /// (debounced). Runs on its own thread so that compiling and testing never touch the
+    /// (debounced), on a thread of its own so that compiling and testing never touch the
     /// request path.
     pub fn spawn_reloader(self: &Arc<Self>) -> std::io::Result<()> {
         let this = self.clone();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let watcher = if self.settings.watch {
-            use notify::Watcher;
-            let tx = tx.clone();
-            let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-                if ev.is_ok_and(|e| !e.kind.is_access()) {
-                    let _ = tx.send(());
-                }
-            })
-            .map_err(std::io::Error::other)?;
-            let mut dirs: Vec<&Path> = vec![&self.settings.dir];
-            dirs.extend(self.settings.shadow_dir.as_deref());
-            for d in dirs {
-                w.watch(d, notify::RecursiveMode::Recursive)
-                    .map_err(std::io::Error::other)?;
-            }
-            Some(w)
-        } else {
-            None
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name("cordon-policy-reload".into())
-            .spawn(move || {
-                // Kept alive so that the channel stays open when nothing is watched.
-                let _watcher = watcher;
-                let _tx = tx;
-                rt.block_on(async move {
-                    let mut hup = match tokio::signal::unix::signal(
-                        tokio::signal::unix::SignalKind::hangup(),
-                    ) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot listen for SIGHUP");
-                            return;
-                        }
-                    };
-                    loop {
-                        tokio::select! {
-                            _ = hup.recv() => tracing::info!("SIGHUP: reloading the policy bundle"),
-                            ev = rx.recv() => {
-                                if ev.is_none() { break; }
-                                // Editors write several events per save; wait for quiet.
-                                while let Ok(Some(())) =
-                                    tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
-                                {}
-                            }
-                        }
-                        let _ = this.reload();
-                    }
-                });
-            })?;
-        Ok(())
+        let mut dirs = vec![self.settings.dir.clone()];
+        dirs.extend(self.settings.shadow_dir.clone());
+        crate::reload::spawn(
+            "cordon-policy-reload",
+            dirs,
+            self.settings.watch,
+            move || {
+                let _ = this.reload();
+            },
+        )
     }
 }
 

@@ -166,7 +166,7 @@ impl Gateway {
             },
             user,
             request,
-            dlp: DlpFacts::from_summary(self.config.dlp.scanner.is_some(), complete, dlp),
+            dlp: DlpFacts::from_summary(self.config.dlp.rules.is_some(), complete, dlp),
             route_health: self.health.routes(),
             mode: Mode::Enforce,
         }

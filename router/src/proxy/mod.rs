@@ -43,7 +43,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::dlp::Pseudonyms;
 use crate::dlp::json::{EntitySummary, apply_request, scan_request, summarize};
-use crate::dlp::restore::{OutputRules, ResponseGuard};
+use crate::dlp::restore::ResponseGuard;
 use crate::error::{ApiError, ErrorShape};
 use crate::health::{InstancePool, KeyUsage, ProviderHealth};
 use crate::keys::KeyStore;
@@ -407,9 +407,10 @@ impl Gateway {
             .and_then(|v| v.to_str().ok());
         let mut parsed = api::parse(api, content_type, &body)?;
         ctx.stream = parsed.stream;
-        // 4. DLP scan
-        let findings = match &self.config.dlp.scanner {
-            Some(scanner) => scan_request(scanner, api, &mut parsed.body),
+        // 4. DLP scan, with the rule packs in force now (kept for this request's response)
+        let rules = self.config.dlp.rules.as_ref().map(|r| r.current());
+        let findings = match &rules {
+            Some(rules) => scan_request(&rules.scanner, api, &mut parsed.body),
             None => Vec::new(),
         };
         ctx.dlp = summarize(&findings);
@@ -464,22 +465,22 @@ impl Gateway {
                 )
             })?;
         }
-        let guard = self.response_guard(pseudonyms);
+        let guard = self.response_guard(pseudonyms, rules.and_then(|r| r.output.clone()));
         // 7. forward
         self.forward(session, ctx, &parsed, &targets, guard).await
     }
 
-    fn response_guard(&self, pseudonyms: Pseudonyms) -> Option<ResponseGuard> {
+    fn response_guard(
+        &self,
+        pseudonyms: Pseudonyms,
+        output: Option<crate::dlp::redact::OutputRules>,
+    ) -> Option<ResponseGuard> {
         let dlp = &self.config.dlp;
         let pseudonyms = if dlp.restore_pseudonyms {
             pseudonyms
         } else {
             Pseudonyms::default()
         };
-        let output = dlp.scanner.as_ref().map(|scanner| OutputRules {
-            scanner: scanner.clone(),
-            redact: dlp.response_redact.clone(),
-        });
         ResponseGuard::new(pseudonyms, output)
     }
 
@@ -520,6 +521,15 @@ impl Gateway {
                 "shadow_version": p.shadow().map(|s| s.version().to_owned()),
                 "reload_failures": p.reload_failures(),
                 "last_reload_error": p.last_reload_error(),
+            });
+        }
+        if let Some(r) = &self.config.dlp.rules {
+            let current = r.current();
+            body["dlp"] = json!({
+                "version": current.version,
+                "rules": current.scanner.rules().len(),
+                "reload_failures": r.reload_failures(),
+                "last_reload_error": r.last_reload_error(),
             });
         }
         self.reply_json(session, ctx, status, body).await

@@ -75,6 +75,20 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             None
         }
     };
+    if let Some(rules) = &config.dlp.rules {
+        metrics.set_dlp(&rules.current());
+        let m = metrics.clone();
+        rules
+            .spawn_reloader(move |rules, ok| {
+                if ok {
+                    m.dlp_reloads.inc();
+                    m.set_dlp(&rules.current());
+                } else {
+                    m.dlp_reload_failures.inc();
+                }
+            })
+            .map_err(|e| ServeError::Start(format!("cannot watch dlp.rules_dir: {e}")))?;
+    }
     let audit = match &config.audit {
         Some(a) => {
             let key = audit_signing_key(a, &config.data_dir)?;

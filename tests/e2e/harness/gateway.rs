@@ -57,7 +57,15 @@ impl Gateway {
     pub fn start_with(rest: &str, extra_server: &str, data: impl Fn(&Path) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../dlp-rules");
+        // The bundled rule packs, unless the test brings its own [dlp] table.
+        let dlp = if rest.contains("[dlp]") {
+            String::new()
+        } else {
+            format!(
+                "[dlp]\nrules_dir = \"{}\"\n",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../dlp-rules")
+            )
+        };
         // The bundled policies, unless the test brings its own [policy] table.
         let policy = if rest.contains("[policy]") {
             String::new()
@@ -68,7 +76,7 @@ impl Gateway {
             )
         };
         let config = format!(
-            "[server]\nhttp_listen = \"127.0.0.1:{port}\"\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n{extra_server}\n{}\n[auth]\nkey_cache_ttl_seconds = 0\n[dlp]\nrules_dir = \"{rules}\"\n{policy}{rest}",
+            "[server]\nhttp_listen = \"127.0.0.1:{port}\"\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n{extra_server}\n{}\n[auth]\nkey_cache_ttl_seconds = 0\n{dlp}{policy}{rest}",
             data(dir.path())
         );
         let config_path = dir.path().join("cordon.toml");

@@ -6,6 +6,7 @@ pub mod mock;
 pub mod pki;
 pub mod postgres;
 pub mod toggle;
+pub mod util;
 
 pub use gateway::{Gateway, cordon};
 pub use mock::MockUpstream;
