@@ -449,14 +449,15 @@ impl Automata {
         let build = |kind: MatchKind, patterns: &[&str]| {
             MetaRegex::builder()
                 .syntax(syntax)
-                // A lazy-DFA cache that is never cleared under dense digits (a cache that keeps
-                // being cleared makes the engine give up to the PikeVM); 8 MiB per regex and
-                // thread measured as fast as 32 MiB.
+                // A lazy-DFA cache that is not cleared under dense digits (a cache that keeps
+                // being cleared makes the engine give up to the PikeVM). A cap, not an
+                // allocation: states are made as text needs them. 32 MiB measured 15% faster
+                // than 8 MiB on the dense-digit bench, 64 MiB no faster.
                 .configure(
                     MetaRegex::config()
                         .match_kind(kind)
                         .utf8_empty(false)
-                        .hybrid_cache_capacity(8 << 20),
+                        .hybrid_cache_capacity(32 << 20),
                 )
                 .build_many(patterns)
                 .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))
@@ -477,7 +478,7 @@ impl Automata {
                 .configure(
                     LazyDfa::config()
                         .match_kind(MatchKind::All)
-                        .cache_capacity(8 << 20),
+                        .cache_capacity(32 << 20),
                 )
                 .build_many(&started)
                 .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))?,
