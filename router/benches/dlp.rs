@@ -1,7 +1,8 @@
 //! DLP throughput, each figure beside a same-run baseline (a memchr pass over the same bytes):
 //! (a) 8 MB of sparse mixed Chinese/English prose with every bundled pack, (b) the same size of
 //! dense digits (dates, amounts, order numbers), (c) one typical 10 KB chat request end to end
-//! (parse JSON, scan, pseudonymise, serialise), (d) streaming un-masking per SSE chunk.
+//! (parse JSON, scan, pseudonymise, serialise), (d) streaming un-masking per SSE chunk, alone
+//! and with the output rules' stream redaction.
 //! `cargo bench -p cordon-router --bench dlp`; report MB/s from the `thrpt` lines.
 
 use std::hint::black_box;
@@ -111,6 +112,27 @@ fn stream_unmask(c: &mut Criterion) {
                 .iter()
                 .map(|c| memchr::memchr_iter(b'@', c.as_bytes()).count())
                 .sum::<usize>()
+        })
+    });
+    // The output rules as the gateway compiles them (the default: SECRET_* redacted).
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../dlp-rules"));
+    let live = cordon_router::dlp::live::LiveRules::load(cordon_router::dlp::live::RuleSettings {
+        dir: dir.to_owned(),
+        packs: None,
+        redact: vec!["SECRET_*".to_owned()].into(),
+        watch: false,
+    })
+    .expect("bundled packs");
+    let output = live.current().output.clone().expect("output rules");
+    group.bench_function("unmask_and_redact_per_chunk", |b| {
+        b.iter(|| {
+            let mut u = Unmasker::new();
+            let mut r = cordon_router::dlp::redact::StreamRedactor::default();
+            let mut n = 0;
+            for c in &chunks {
+                n += r.push(&output, &u.push(&p, black_box(c)), false).len();
+            }
+            n + r.push(&output, &u.finish(&p), true).len()
         })
     });
     group.bench_function("unmask_per_chunk", |b| {

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use super::redact::OutputRules;
-use super::{DlpError, Scanner, examples, load_packs};
+use super::{DlpError, Pack, Scanner, entity_matches, examples, load_packs};
 
 #[derive(Debug, Clone)]
 pub struct RuleSettings {
@@ -139,7 +139,30 @@ fn compile(settings: &RuleSettings) -> Result<Compiled, DlpError> {
     let output = if settings.redact.is_empty() {
         None
     } else {
-        Some(OutputRules::new(scanner.clone(), settings.redact.clone())?)
+        // Model output is scanned only for what is redacted there: a scanner of those rules.
+        let redacted = |entity: &str| settings.redact.iter().any(|p| entity_matches(p, entity));
+        let output_packs: Vec<Pack> = packs
+            .iter()
+            .map(|p| Pack {
+                rules: p
+                    .rules
+                    .iter()
+                    .filter(|r| redacted(&r.entity))
+                    .cloned()
+                    .collect(),
+                dictionaries: p
+                    .dictionaries
+                    .iter()
+                    .filter(|d| redacted(&d.entity))
+                    .cloned()
+                    .collect(),
+                ..p.clone()
+            })
+            .collect();
+        Some(OutputRules::new(
+            Arc::new(Scanner::new(&output_packs)?),
+            settings.redact.clone(),
+        )?)
     };
     let mut hash = Sha256::new();
     for p in &packs {
