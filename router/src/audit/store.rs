@@ -8,8 +8,13 @@ use sqlx::Row;
 use super::{AuditRecord, Chain, ChainedRecord, Checkpoint};
 use crate::db::{Database, DbError};
 
-/// Rows per INSERT statement (19 parameters each, well inside both databases' limits).
+/// Rows per INSERT statement on PostgreSQL (19 parameters each, well inside its limits).
 pub const BATCH_ROWS: usize = 400;
+/// Rows per INSERT statement on SQLite. sqlx's SQLite driver looks parameters up by name, at a
+/// cost that grows with the statement's parameter count for each one bound: 400 rows (7,600
+/// parameters) made `sqlite3_bind_parameter_name` the gateway's top function under load, and the
+/// writer fell behind. Small statements in the same transaction cost nothing of the kind.
+pub const SQLITE_BATCH_ROWS: usize = 16;
 
 const COLUMNS: &str = "chain_id, seq, id, time_ms, user_id, team, api_key_id, model, route, decision, status, reason_codes, entity_types, tokens_in, tokens_out, cost_micros, record, prev_hash, hash";
 
@@ -66,7 +71,8 @@ impl AuditStore {
         Self { db }
     }
 
-    /// Appends rows (any number; split into statements of [`BATCH_ROWS`]) in one transaction.
+    /// Appends rows (any number; split into statements of [`BATCH_ROWS`], or
+    /// [`SQLITE_BATCH_ROWS`] on SQLite) in one transaction.
     /// Rows already stored (same chain and seq) are skipped.
     pub async fn append(&self, rows: &[StoredRow]) -> Result<(), DbError> {
         let mut tx = self
@@ -75,7 +81,11 @@ impl AuditStore {
             .begin()
             .await
             .map_err(DbError::query("starting an audit transaction"))?;
-        for chunk in rows.chunks(BATCH_ROWS) {
+        let per_statement = match self.db.backend {
+            crate::db::Backend::Sqlite => SQLITE_BATCH_ROWS,
+            crate::db::Backend::Postgres => BATCH_ROWS,
+        };
+        for chunk in rows.chunks(per_statement) {
             let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES ");
             for i in 0..chunk.len() {
                 if i > 0 {
