@@ -373,6 +373,6 @@ async fn rule_packs_reload_on_change_and_keep_the_last_good_ones() {
     let m = get_text(&gw, "/metrics").await;
     assert!(metric(&m, "cordon_dlp_reload_failures_total") >= 1.0, "{m}");
     assert!(metric(&m, "cordon_dlp_reloads_total") >= 1.0, "{m}");
-    assert!(m.contains(&format!("cordon_dlp_rules_info{{rules=")), "{m}");
+    assert!(m.contains("cordon_dlp_rules_info{rules="), "{m}");
     assert!(gw.log().contains("DLP reload failed"));
 }

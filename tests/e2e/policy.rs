@@ -3,7 +3,7 @@
 //! fail-closed errors, hot reload (file watch and SIGHUP), shadow mode, and OPA parity.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 

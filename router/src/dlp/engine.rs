@@ -691,6 +691,3 @@ mod tests {
         assert!(w[1].0 <= 2700 - 14);
     }
 }
-
-pub static DIAG: [std::sync::atomic::AtomicUsize; 3] =
-    [const { std::sync::atomic::AtomicUsize::new(0) }; 3];
