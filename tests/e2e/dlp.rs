@@ -30,6 +30,23 @@ fn raw_values_absent(body: &[u8]) {
     }
 }
 
+/// The text an OpenAI stream delivered, and how many events carried some of it.
+fn stream_content(sse: &str) -> (String, usize) {
+    let mut content = String::new();
+    let mut events = 0;
+    for data in sse.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        if let Some(c) = chunk["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(c);
+            events += 1;
+        }
+    }
+    (content, events)
+}
+
 async fn post(gw: &Gateway, path: &str, body: Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(gw.url(path))
@@ -78,16 +95,7 @@ async fn tokens_split_across_sse_events_are_restored() {
         let resp = post(&gw, "/v1/chat/completions", body).await;
         assert_eq!(resp.status(), 200, "{model}");
         let text = resp.text().await.unwrap();
-        let mut content = String::new();
-        for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
-            if data == "[DONE]" {
-                continue;
-            }
-            let chunk: Value = serde_json::from_str(data).unwrap();
-            if let Some(c) = chunk["choices"][0]["delta"]["content"].as_str() {
-                content.push_str(c);
-            }
-        }
+        let (content, _) = stream_content(&text);
         assert_eq!(content, format!("echo: {}", prompt()), "{model}");
         assert!(
             !text.contains('⟦'),
@@ -264,18 +272,7 @@ async fn secrets_split_across_stream_events_are_redacted() {
     let resp = post(&gw, "/v1/chat/completions", body).await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
-    let mut content = String::new();
-    let mut events = 0;
-    for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
-        if data == "[DONE]" {
-            continue;
-        }
-        let chunk: Value = serde_json::from_str(data).unwrap();
-        if let Some(c) = chunk["choices"][0]["delta"]["content"].as_str() {
-            content.push_str(c);
-            events += 1;
-        }
-    }
+    let (content, events) = stream_content(&text);
     assert_eq!(
         content,
         "echo: the key is [SECRET_AWS_ACCESS_KEY], keep it safe"
