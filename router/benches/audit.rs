@@ -41,6 +41,7 @@ fn record(i: usize) -> AuditRecord {
         policy_version: Some(
             "sha256:0cff38fa31bf6e2f355b24b30bcb2e798e68dcaaff81559cfdbb1a185ee02e9a".into(),
         ),
+        dlp_version: Some("0".repeat(64)),
         decision: if i.is_multiple_of(17) {
             "deny"
         } else {

@@ -143,6 +143,12 @@ async fn every_request_is_recorded_without_raw_pii() {
             .unwrap()
             .starts_with("sha256:")
     );
+    assert_eq!(
+        by(0, "dlp_version").as_str().map(str::len),
+        Some(64),
+        "{:#?}",
+        find(0)
+    );
     // Kept on-prem.
     assert_eq!(by(1, "route"), "private");
     assert_eq!(by(1, "upstream_model"), "private-upstream");

@@ -65,6 +65,9 @@ pub struct AuditRecord {
     pub provider: Option<String>,
     pub upstream_model: Option<String>,
     pub policy_version: Option<String>,
+    /// The DLP rule packs that scanned the request (their `/readyz` version).
+    #[serde(default)]
+    pub dlp_version: Option<String>,
     /// `allow`, `deny`, `error` (the policy could not decide) or `none` (the request ended
     /// before the policy ran, e.g. a 401).
     pub decision: String,
@@ -253,6 +256,7 @@ pub(crate) fn sample(id: &str) -> AuditRecord {
         provider: Some("openai".into()),
         upstream_model: Some("gpt-upstream".into()),
         policy_version: Some("sha256:00".into()),
+        dlp_version: Some("ab12".into()),
         decision: "allow".into(),
         reason_codes: vec![],
         dlp_findings: vec![AuditFinding {

@@ -27,7 +27,7 @@ impl Line {
     }
 }
 
-pub const CSV_HEADER: [&str; 22] = [
+pub const CSV_HEADER: [&str; 23] = [
     "chain_id",
     "seq",
     "id",
@@ -43,6 +43,7 @@ pub const CSV_HEADER: [&str; 22] = [
     "provider",
     "upstream_model",
     "policy_version",
+    "dlp_version",
     "decision",
     "reason_codes",
     "entity_types",
@@ -81,6 +82,7 @@ pub fn csv_row(l: &Line) -> Vec<String> {
         o(&r.provider),
         o(&r.upstream_model),
         o(&r.policy_version),
+        o(&r.dlp_version),
         r.decision.clone(),
         r.reason_codes.join(";"),
         r.dlp_findings

@@ -93,6 +93,8 @@ pub struct RequestCtx {
     /// the shadow bundle's outcome.
     pub decision: Option<Decision>,
     pub policy_version: Option<String>,
+    /// The DLP rule packs in force when the request was scanned.
+    pub dlp_version: Option<String>,
     pub shadow: Option<ShadowOutcome>,
     /// The route the request took.
     pub route: Option<RouteTarget>,
@@ -172,6 +174,7 @@ impl RequestCtx {
             provider: ctx.provider.clone(),
             upstream_model: ctx.upstream_model.clone(),
             policy_version: ctx.policy_version.clone(),
+            dlp_version: ctx.dlp_version.clone(),
             decision: decision.to_owned(),
             reason_codes: ctx
                 .decision
@@ -231,6 +234,7 @@ impl ProxyHttp for Gateway {
             dlp: Vec::new(),
             decision: None,
             policy_version: None,
+            dlp_version: None,
             shadow: None,
             route: None,
             fail_open: false,
@@ -409,6 +413,7 @@ impl Gateway {
         ctx.stream = parsed.stream;
         // 4. DLP scan, with the rule packs in force now (kept for this request's response)
         let rules = self.config.dlp.rules.as_ref().map(|r| r.current());
+        ctx.dlp_version = rules.as_ref().map(|r| r.version.clone());
         let findings = match &rules {
             Some(rules) => scan_request(&rules.scanner, api, &mut parsed.body),
             None => Vec::new(),
