@@ -66,8 +66,14 @@ struct Automata {
     pattern_rule: Vec<usize>,
 }
 
-type CacheInit =
+pub(crate) type CacheInit =
     Box<dyn Fn() -> DfaCache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>;
+
+/// A pool of search caches for a lazy DFA shared across threads: one cache per thread in use.
+pub(crate) fn cache_pool(dfa: &Arc<LazyDfa>) -> Pool<DfaCache, CacheInit> {
+    let dfa = dfa.clone();
+    Pool::new(Box::new(move || dfa.create_cache()))
+}
 
 /// Trigger classes, commonest in prose first: ASCII digits, `:` (IPv6, MAC), `-` (MAC) and `@`
 /// (e-mail, URL credentials).
@@ -130,18 +136,19 @@ impl Scanner {
             .filter(|(_, r)| r.engine == Engine::Pii)
         {
             for p in &r.patterns {
+                let hir = trigger::parse(p);
                 // Of the classes the pattern needs, the rarest in prose whose reach back is
                 // bounded (classes are ordered commonest first).
                 let bound = |n: Option<usize>| n.unwrap_or(MAX_PII_LEN).min(MAX_PII_LEN);
                 let best = classes
                     .iter()
                     .enumerate()
-                    .filter_map(|(c, set)| trigger::reach(p, set).map(|r| (c, r)))
+                    .filter_map(|(c, set)| Some((c, trigger::reach(hir.as_ref()?, set)?)))
                     .min_by_key(|(c, r)| (r.before.is_none(), std::cmp::Reverse(*c)))
                     // A digit-free match is not wanted: windows around digits, as wide as the
                     // longest match.
                     .or_else(|| {
-                        let len = trigger::max_len(p);
+                        let len = hir.as_ref()?.properties().maximum_len();
                         r.require_digit
                             .then_some((0, trigger::Reach { before: len, len }))
                     });
@@ -483,11 +490,10 @@ impl Automata {
                 .build_many(&started)
                 .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))?,
         );
-        let for_caches = all.clone();
         Ok(Some(Self {
             first: build(MatchKind::LeftmostFirst, &started)?,
+            caches: cache_pool(&all),
             all,
-            caches: Pool::new(Box::new(move || for_caches.create_cache())),
             all_meta: build(MatchKind::All, &started)?,
             each: patterns
                 .iter()

@@ -17,6 +17,7 @@ use regex_automata::util::pool::Pool;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind};
 
+use super::engine::{CacheInit, cache_pool};
 use super::{DlpError, Scanner, entity_matches};
 
 /// Bytes of already released text kept to scan with the next piece.
@@ -24,9 +25,6 @@ pub const CONTEXT: usize = 128;
 /// The most a stream holds back for one possible match (a private-key block is a few KiB);
 /// past it the text is released and scanned as it is.
 pub const MAX_HOLD: usize = 16 << 10;
-
-type CacheInit =
-    Box<dyn Fn() -> Cache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>;
 
 /// Whether text could still become a match of an output rule.
 ///
@@ -79,10 +77,9 @@ impl Prefixes {
                     .build_many(&r.patterns)
                     .map_err(|e| DlpError::Compile(format!("output rule {}: {e}", r.id)))?,
             );
-            let for_caches = dfa.clone();
             rules.push(RuleDfa {
+                caches: cache_pool(&dfa),
                 dfa,
-                caches: Pool::new(Box::new(move || for_caches.create_cache())),
                 gated: !r.keywords.is_empty(),
             });
             for k in &r.keywords {
@@ -134,9 +131,14 @@ impl Prefixes {
             }
         }
         // A keyword may be arriving: its beginning ends the text.
+        let end = bytes[bytes.len().saturating_sub(self.longest_keyword)..].to_ascii_lowercase();
         for n in 1..self.longest_keyword.min(bytes.len() + 1) {
-            let tail = bytes[bytes.len() - n..].to_ascii_lowercase();
-            for &r in self.beginnings.get(&tail).into_iter().flatten() {
+            for &r in self
+                .beginnings
+                .get(&end[end.len() - n..])
+                .into_iter()
+                .flatten()
+            {
                 active[r] = true;
             }
         }

@@ -35,23 +35,19 @@ pub struct Reach {
     pub len: Option<usize>,
 }
 
-/// `Some` when every match of `pattern` contains a byte of `set`.
-pub fn reach(pattern: &str, set: &ByteSet) -> Option<Reach> {
-    let hir =
-        syntax::parse_with(pattern, &syntax::Config::new().unicode(false).utf8(false)).ok()?;
-    let info = walk(&hir, set);
+/// A pattern's syntax tree, parsed as the scanner compiles it (ASCII, bytes); `None` when it
+/// does not parse (compiling it reports the error).
+pub fn parse(pattern: &str) -> Option<Hir> {
+    syntax::parse_with(pattern, &syntax::Config::new().unicode(false).utf8(false)).ok()
+}
+
+/// `Some` when every match of the pattern contains a byte of `set`.
+pub fn reach(hir: &Hir, set: &ByteSet) -> Option<Reach> {
+    let info = walk(hir, set);
     (!info.free).then(|| Reach {
         before: info.pre,
         len: hir.properties().maximum_len(),
     })
-}
-
-/// The longest match of `pattern` (`None`: no bound, or it does not parse).
-pub fn max_len(pattern: &str) -> Option<usize> {
-    syntax::parse_with(pattern, &syntax::Config::new().unicode(false).utf8(false))
-        .ok()?
-        .properties()
-        .maximum_len()
 }
 
 /// One node's summary: can it match without a trigger byte (and how long such a match can be),
@@ -203,23 +199,41 @@ mod tests {
 
     #[test]
     fn digit_patterns_need_digits() {
-        let r = reach(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}", &digits()).unwrap();
+        let r = reach(
+            &parse(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}").unwrap(),
+            &digits(),
+        )
+        .unwrap();
         assert_eq!(r.before, Some(2));
         assert_eq!(r.len, Some(2 + 2 + 7 * 5));
         // `+86` has one byte before its first digit.
-        let r = reach(r"(?:(?:\+86|0086)[ -]?)?1[3-9][0-9]", &digits()).unwrap();
+        let r = reach(
+            &parse(r"(?:(?:\+86|0086)[ -]?)?1[3-9][0-9]").unwrap(),
+            &digits(),
+        )
+        .unwrap();
         assert_eq!(r.before, Some(1));
         // The trigger may come after optional trigger-free repetitions.
-        let r = reach(r"[a-f]{0,3}:?[0-9]", &digits()).unwrap();
+        let r = reach(&parse(r"[a-f]{0,3}:?[0-9]").unwrap(), &digits()).unwrap();
         assert_eq!(r.before, Some(4));
     }
 
     #[test]
     fn patterns_that_can_do_without() {
-        assert!(reach(r"(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}", &digits()).is_none());
-        assert!(reach(r"[a-z]+|[0-9]+", &digits()).is_none());
+        assert!(
+            reach(
+                &parse(r"(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}").unwrap(),
+                &digits()
+            )
+            .is_none()
+        );
+        assert!(reach(&parse(r"[a-z]+|[0-9]+").unwrap(), &digits()).is_none());
         let at = ByteSet::from_fn(|b| b == b'@');
-        let r = reach(r"[A-Za-z0-9][A-Za-z0-9._%+-]*@[a-z]+\.[a-z]{2,24}", &at).unwrap();
+        let r = reach(
+            &parse(r"[A-Za-z0-9][A-Za-z0-9._%+-]*@[a-z]+\.[a-z]{2,24}").unwrap(),
+            &at,
+        )
+        .unwrap();
         assert_eq!(r.before, None);
         assert_eq!(r.len, None);
     }
