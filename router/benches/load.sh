@@ -6,12 +6,15 @@
 #   cordon  - through Cordon (auth, body read and parse, DLP scan, the bundled Rego policies,
 #             routing, relay, metrics, access log, audit record to SQLite)
 # at concurrency 1 and 64, and reports RPS, p50/p99 latency, the latency each proxy adds over
-# direct, Cordon's throughput as a ratio of the bare pass-through, and Cordon's peak RSS.
+# direct, Cordon's throughput as a ratio of the bare pass-through, the CPU time (user + system)
+# each proxy spends per request, which the noise of a shared machine moves less, and Cordon's
+# peak RSS.
 #   router/benches/load.sh            (DURATION=10 THREADS=2 to change the run)
 # PIN=1 puts the proxy under test on the last core and wrk and the upstream on the others
 # (taskset), so that tail latency measures the proxy rather than the scheduler. CORDON_LOG
 # sets Cordon's log level (default info: one access-log line per request). CORDON_EXTRA is
 # appended to Cordon's config (for example $'[audit]\nenabled = false' to measure without it).
+# PERF=FILE records Cordon with `perf record -g` (PERF_ARGS replaces -g, e.g. "--call-graph dwarf") during its concurrency-64 run (perf report -i FILE).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION="${DURATION:-10}"
@@ -69,16 +72,30 @@ LUA
 # "123.45us" / "1.20ms" / "2.00s" -> microseconds
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'; }
 
-declare -A rps p50 p99
+# CPU seconds (user + system) a process has used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
+bare_pid=${pids[1]}
+declare -A rps p50 p99 cpu_us
 for conc in 1 64; do
   t=$(( conc < 2 ? 1 : 2 ))
   for target in direct bare cordon; do
     case $target in direct) port=$UP_PORT ;; bare) port=$BARE_PORT ;; cordon) port=$CORDON_PORT ;; esac
+    case $target in bare) pid=$bare_pid ;; cordon) pid=$cordon_pid ;; *) pid= ;; esac
+    [[ -n $pid ]] && cpu0=$(cpu_s "$pid")
+    perf_pid=
+    if [[ -n ${PERF:-} && $target == cordon && $conc == 64 ]]; then
+      perf record ${PERF_ARGS:--g} -F 999 -o "$PERF" -p "$cordon_pid" -- sleep "$DURATION" 2>/dev/null & perf_pid=$!
+    fi
     out=$("${load_cores[@]}" wrk -t"$t" -c"$conc" -d"${DURATION}s" --latency -s "$work/post.lua" "http://127.0.0.1:$port/v1/chat/completions")
+    [[ -n $perf_pid ]] && wait "$perf_pid"
     if echo "$out" | grep -q "Non-2xx"; then echo "$target answered errors:"; echo "$out"; exit 1; fi
     rps[$target,$conc]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p50[$target,$conc]=$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')")
     p99[$target,$conc]=$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+    if [[ -n $pid ]]; then
+      requests=$(echo "$out" | awk '/requests in/ {print $1}')
+      cpu_us[$target,$conc]=$(awk -v a="$cpu0" -v b="$(cpu_s "$pid")" -v n="$requests" 'BEGIN {printf "%.0f", (b - a) * 1e6 / n}')
+    fi
   done
 done
 peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cordon_pid/status")
@@ -95,5 +112,8 @@ for conc in 1 64; do
 done
 for conc in 1 64; do
   awk -v c="${rps[cordon,$conc]}" -v b="${rps[bare,$conc]}" -v n="$conc" 'BEGIN {printf "cordon / bare throughput at concurrency %s: %.2fx\n", n, c / b}'
+done
+for conc in 1 64; do
+  echo "CPU per request at concurrency $conc: cordon ${cpu_us[cordon,$conc]} us, bare ${cpu_us[bare,$conc]} us"
 done
 echo "cordon peak RSS: $((peak_kb / 1024)) MiB (VmHWM, after the concurrency-64 runs)"
