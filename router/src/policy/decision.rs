@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use regorus::Value;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::dlp::Action;
 
@@ -136,38 +136,47 @@ impl Decision {
         self.reasons.iter().map(|r| r.code.as_str()).collect()
     }
 
-    /// Reads a decision document, checking it against the contract. `Err` says what was wrong;
-    /// callers turn it into [`Decision::policy_error`].
-    pub fn from_json(v: &Value) -> Result<Self, String> {
-        let obj = match v {
-            Value::Object(o) => o,
-            Value::Null => return Err("data.cordon.main.decision is undefined".into()),
+    /// Reads a decision document, as the engine produced it, checking it against the contract.
+    /// `Err` says what was wrong; callers turn it into [`Decision::policy_error`]. Read straight
+    /// from the engine's values: converting to JSON first copied every string of the decision.
+    pub fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Object(_) => {}
+            Value::Null | Value::Undefined => {
+                return Err("data.cordon.main.decision is undefined".into());
+            }
             _ => return Err("data.cordon.main.decision is not an object".into()),
-        };
-        let allow = match obj.get("allow") {
+        }
+        let allow = match field(v, "allow") {
             Some(Value::Bool(b)) => *b,
             Some(other) => return Err(format!("`allow` is {other}, not a boolean")),
             None => return Err("`allow` is missing".into()),
         };
-        let reasons = match obj.get("reasons") {
+        let reasons = match field(v, "reasons") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(a)) => a.iter().map(reason).collect::<Result<_, _>>()?,
+            Some(Value::Set(s)) => s.iter().map(reason).collect::<Result<_, _>>()?,
             Some(_) => return Err("`reasons` is not an array".into()),
         };
-        let route = match obj.get("route") {
+        let route = match field(v, "route") {
             None | Some(Value::Null) if !allow => None,
             None | Some(Value::Null) => return Err("`route` is missing from an allow".into()),
             Some(r) => Some(route(r)?),
         };
         let mut dlp_actions = BTreeMap::new();
-        match obj.get("dlp_actions") {
+        match field(v, "dlp_actions") {
             None | Some(Value::Null) => {}
             Some(Value::Object(m)) => {
-                for (entity, action) in m {
-                    let a = action
-                        .as_str()
-                        .ok_or_else(|| format!("dlp_actions.{entity} is not a string"))?;
-                    let parsed = match a {
+                for (entity, action) in m.iter() {
+                    let Value::String(entity) = entity else {
+                        return Err(format!(
+                            "dlp_actions has a key {entity} that is not a string"
+                        ));
+                    };
+                    let Value::String(a) = action else {
+                        return Err(format!("dlp_actions.{entity} is not a string"));
+                    };
+                    let parsed = match a.as_ref() {
                         "allow" | "redact" | "mask" | "hash" | "pseudonymise" | "block" => {
                             a.parse::<Action>()
                         }
@@ -178,7 +187,7 @@ impl Decision {
                             "dlp_actions.{entity} is `{a}`: allow, redact, mask, hash, pseudonymise or block"
                         )
                     })?;
-                    dlp_actions.insert(entity.clone(), parsed);
+                    dlp_actions.insert(entity.to_string(), parsed);
                 }
             }
             Some(_) => return Err("`dlp_actions` is not an object".into()),
@@ -186,9 +195,9 @@ impl Decision {
         let response = if allow {
             None
         } else {
-            Some(denial(obj.get("response"), &reasons)?)
+            Some(denial(field(v, "response"), &reasons)?)
         };
-        let obligations = match obj.get("obligations") {
+        let obligations = match field(v, "obligations") {
             None | Some(Value::Null) => Obligations::default(),
             Some(o) => obligations(o)?,
         };
@@ -203,11 +212,19 @@ impl Decision {
     }
 }
 
-fn string_field(v: &Value, field: &str, what: &str) -> Result<Option<String>, String> {
-    match v.get(field) {
+/// An object's field; `None` when it is missing (or the value is not an object).
+fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match &v[name] {
+        Value::Undefined => None,
+        f => Some(f),
+    }
+}
+
+fn string_field(v: &Value, name: &str, what: &str) -> Result<Option<String>, String> {
+    match field(v, name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(format!("{what}.{field} is not a string")),
+        Some(Value::String(s)) => Ok(Some(s.to_string())),
+        Some(_) => Err(format!("{what}.{name} is not a string")),
     }
 }
 
@@ -222,9 +239,9 @@ fn reason(v: &Value) -> Result<Reason, String> {
 }
 
 fn route(v: &Value) -> Result<Route, String> {
-    let target = match v.get("target") {
-        Some(Value::String(s)) if s == "private" => RouteTarget::Private,
-        Some(Value::String(s)) if s == "hosted" => RouteTarget::Hosted,
+    let target = match field(v, "target") {
+        Some(Value::String(s)) if s.as_ref() == "private" => RouteTarget::Private,
+        Some(Value::String(s)) if s.as_ref() == "hosted" => RouteTarget::Hosted,
         Some(other) => {
             return Err(format!(
                 "route.target is {other}: it must be \"private\" or \"hosted\""
@@ -240,10 +257,12 @@ fn route(v: &Value) -> Result<Route, String> {
 }
 
 fn denial(v: Option<&Value>, reasons: &[Reason]) -> Result<Denial, String> {
-    let status = match v.and_then(|r| r.get("status")) {
+    let status = match v.and_then(|r| field(r, "status")) {
         None | Some(Value::Null) => 403,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(s @ 400..=599) => s as u16,
+        // A whole number: an integer, or a float without a fraction (Rego does not tell them
+        // apart).
+        Some(n @ Value::Number(_)) => match n.as_u64() {
+            Ok(s @ 400..=599) => s as u16,
             _ => return Err(format!("response.status {n} is not a 4xx or 5xx status")),
         },
         Some(_) => return Err("response.status is not a number".into()),
@@ -264,12 +283,12 @@ fn denial(v: Option<&Value>, reasons: &[Reason]) -> Result<Denial, String> {
 }
 
 fn obligations(v: &Value) -> Result<Obligations, String> {
-    if !v.is_object() {
+    if !matches!(v, Value::Object(_)) {
         return Err("`obligations` is not an object".into());
     }
-    let log_level = match v.get("log_level") {
+    let log_level = match field(v, "log_level") {
         None | Some(Value::Null) => LogLevel::Metadata,
-        Some(Value::String(s)) => match s.as_str() {
+        Some(Value::String(s)) => match s.as_ref() {
             "metadata" => LogLevel::Metadata,
             "masked" => LogLevel::Masked,
             "full" => LogLevel::Full,
@@ -281,19 +300,20 @@ fn obligations(v: &Value) -> Result<Obligations, String> {
         },
         Some(_) => return Err("obligations.log_level is not a string".into()),
     };
-    let flag = |name: &str| match v.get(name) {
+    let flag = |name: &str| match field(v, name) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
         Some(_) => Err(format!("obligations.{name} is not a boolean")),
     };
-    let max_tokens_cap =
-        match v.get("max_tokens_cap") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(n.as_u64().filter(|&c| c > 0).ok_or_else(|| {
+    let max_tokens_cap = match field(v, "max_tokens_cap") {
+        None | Some(Value::Null) => None,
+        Some(n @ Value::Number(_)) => {
+            Some(n.as_u64().ok().filter(|&c| c > 0).ok_or_else(|| {
                 format!("obligations.max_tokens_cap {n} is not a positive integer")
-            })?),
-            Some(_) => return Err("obligations.max_tokens_cap is not a number".into()),
-        };
+            })?)
+        }
+        Some(_) => return Err("obligations.max_tokens_cap is not a number".into()),
+    };
     Ok(Obligations {
         log_level,
         retain_prompt: flag("retain_prompt")?,
@@ -309,13 +329,13 @@ mod tests {
 
     #[test]
     fn a_full_allow_reads_back() {
-        let d = Decision::from_json(&json!({
+        let d = Decision::from_value(&Value::from(json!({
             "allow": true,
             "reasons": [{"code": "residency", "message": "personal data", "rule": "residency.pii"}],
             "route": {"target": "private", "model": "private-chat"},
             "dlp_actions": {"EMAIL_ADDRESS": "allow", "SECRET_*": "redact"},
             "obligations": {"log_level": "masked", "retain_prompt": true, "max_tokens_cap": 512, "alert": false}
-        }))
+        })))
         .unwrap();
         assert!(d.allow);
         assert_eq!(d.route.as_ref().unwrap().target, RouteTarget::Private);
@@ -326,10 +346,10 @@ mod tests {
 
     #[test]
     fn a_denial_gets_a_status_and_message() {
-        let d = Decision::from_json(&json!({
+        let d = Decision::from_value(&Value::from(json!({
             "allow": false,
             "reasons": [{"code": "model_access", "message": "team x may not use gpt-4o"}],
-        }))
+        })))
         .unwrap();
         let r = d.response.unwrap();
         assert_eq!(r.status, 403);
@@ -354,7 +374,10 @@ mod tests {
             json!({"allow": false, "response": {"status": 200}}),
             json!({"allow": true, "route": {"target": "hosted"}, "reasons": [{"message": "no code"}]}),
         ] {
-            assert!(Decision::from_json(&bad).is_err(), "accepted {bad}");
+            assert!(
+                Decision::from_value(&Value::from(bad.clone())).is_err(),
+                "accepted {bad}"
+            );
         }
     }
 

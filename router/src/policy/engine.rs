@@ -229,13 +229,7 @@ pub struct Explanation {
 /// Reads a decision value back into the contract's types (a `policy_error` denial when it does
 /// not fit).
 pub fn decision_from(v: &Value) -> Decision {
-    if *v == Value::Undefined {
-        return Decision::policy_error("data.cordon.main.decision is undefined");
-    }
-    match serde_json::to_value(v) {
-        Ok(json) => Decision::from_json(&json).unwrap_or_else(Decision::policy_error),
-        Err(e) => Decision::policy_error(format!("the decision is not JSON: {e}")),
-    }
+    Decision::from_value(v).unwrap_or_else(Decision::policy_error)
 }
 
 #[cfg(test)]

@@ -385,33 +385,25 @@ mod tests {
 /// every key twice and cost a third of a decision; here keys are shared per thread and each
 /// object is built once.
 mod rego {
-    use std::cell::RefCell;
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::BTreeMap;
 
     use regorus::Value;
 
     use super::*;
 
-    thread_local! {
-        static KEYS: RefCell<HashMap<&'static str, Value>> = RefCell::new(HashMap::new());
+    /// A key of the input document: made once per thread and call site, then shared (a
+    /// reference-count increment, no hashing, no allocation).
+    macro_rules! key {
+        ($k:literal) => {{
+            thread_local! {
+                static KEY: Value = Value::from($k);
+            }
+            KEY.with(Value::clone)
+        }};
     }
 
-    fn key(k: &'static str) -> Value {
-        KEYS.with(|keys| {
-            keys.borrow_mut()
-                .entry(k)
-                .or_insert_with(|| Value::from(k))
-                .clone()
-        })
-    }
-
-    fn obj<const N: usize>(pairs: [(&'static str, Value); N]) -> Value {
-        Value::from(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (key(k), v))
-                .collect::<BTreeMap<_, _>>(),
-        )
+    fn obj<const N: usize>(pairs: [(Value, Value); N]) -> Value {
+        Value::from(pairs.into_iter().collect::<BTreeMap<_, _>>())
     }
 
     fn s(v: &str) -> Value {
@@ -449,80 +441,80 @@ mod rego {
             let u = &self.user;
             let r = &self.request;
             obj([
-                ("schema", s(self.schema)),
-                ("request_id", s(&self.request_id)),
+                (key!("schema"), s(self.schema)),
+                (key!("request_id"), s(&self.request_id)),
                 (
-                    "time",
+                    key!("time"),
                     obj([
-                        ("unix_ms", Value::from(t.unix_ms)),
-                        ("rfc3339", s(&t.rfc3339)),
-                        ("hour", Value::from(u64::from(t.hour))),
-                        ("minute", Value::from(u64::from(t.minute))),
-                        ("weekday", s(t.weekday)),
+                        (key!("unix_ms"), Value::from(t.unix_ms)),
+                        (key!("rfc3339"), s(&t.rfc3339)),
+                        (key!("hour"), Value::from(u64::from(t.hour))),
+                        (key!("minute"), Value::from(u64::from(t.minute))),
+                        (key!("weekday"), s(t.weekday)),
                     ]),
                 ),
                 (
-                    "source",
+                    key!("source"),
                     obj([
-                        ("ip", opt_s(self.source.ip.as_deref())),
+                        (key!("ip"), opt_s(self.source.ip.as_deref())),
                         (
-                            "mtls_principal",
+                            key!("mtls_principal"),
                             opt_s(self.source.mtls_principal.as_deref()),
                         ),
                     ]),
                 ),
                 (
-                    "user",
+                    key!("user"),
                     obj([
-                        ("authenticated", Value::Bool(u.authenticated)),
-                        ("id", opt_s(u.id.as_deref())),
-                        ("auth_method", opt_s(u.auth_method)),
-                        ("api_key_id", opt_s(u.api_key_id.as_deref())),
-                        ("team", opt_s(u.team.as_deref())),
-                        ("groups", strings(&u.groups)),
-                        ("roles", strings(&u.roles)),
-                        ("attributes", map(&u.attributes)),
+                        (key!("authenticated"), Value::Bool(u.authenticated)),
+                        (key!("id"), opt_s(u.id.as_deref())),
+                        (key!("auth_method"), opt_s(u.auth_method)),
+                        (key!("api_key_id"), opt_s(u.api_key_id.as_deref())),
+                        (key!("team"), opt_s(u.team.as_deref())),
+                        (key!("groups"), strings(&u.groups)),
+                        (key!("roles"), strings(&u.roles)),
+                        (key!("attributes"), map(&u.attributes)),
                     ]),
                 ),
                 (
-                    "request",
+                    key!("request"),
                     obj([
-                        ("api", s(r.api)),
-                        ("model", s(&r.model)),
-                        ("model_route", s(r.model_route)),
-                        ("stream", Value::Bool(r.stream)),
-                        ("max_tokens", opt_u(r.max_tokens)),
-                        ("tools", strings(&r.tools)),
+                        (key!("api"), s(r.api)),
+                        (key!("model"), s(&r.model)),
+                        (key!("model_route"), s(r.model_route)),
+                        (key!("stream"), Value::Bool(r.stream)),
+                        (key!("max_tokens"), opt_u(r.max_tokens)),
+                        (key!("tools"), strings(&r.tools)),
                         (
-                            "messages",
+                            key!("messages"),
                             obj([
-                                ("count", Value::from(r.messages.count)),
-                                ("roles", strings(&r.messages.roles)),
+                                (key!("count"), Value::from(r.messages.count)),
+                                (key!("roles"), strings(&r.messages.roles)),
                             ]),
                         ),
-                        ("characters", Value::from(r.characters)),
-                        ("estimated_tokens", Value::from(r.estimated_tokens)),
-                        ("headers", map(&r.headers)),
+                        (key!("characters"), Value::from(r.characters)),
+                        (key!("estimated_tokens"), Value::from(r.estimated_tokens)),
+                        (key!("headers"), map(&r.headers)),
                     ]),
                 ),
                 (
-                    "dlp",
+                    key!("dlp"),
                     obj([
-                        ("scanned", Value::Bool(self.dlp.scanned)),
-                        ("complete", Value::Bool(self.dlp.complete)),
+                        (key!("scanned"), Value::Bool(self.dlp.scanned)),
+                        (key!("complete"), Value::Bool(self.dlp.complete)),
                         (
-                            "findings",
+                            key!("findings"),
                             Value::from(
                                 self.dlp
                                     .findings
                                     .iter()
                                     .map(|f| {
                                         obj([
-                                            ("entity_type", s(&f.entity_type)),
-                                            ("count", Value::from(f.count)),
-                                            ("max_confidence", Value::from(f.max_confidence)),
-                                            ("severity", s(f.severity.as_str())),
-                                            ("locations", strings(&f.locations)),
+                                            (key!("entity_type"), s(&f.entity_type)),
+                                            (key!("count"), Value::from(f.count)),
+                                            (key!("max_confidence"), Value::from(f.max_confidence)),
+                                            (key!("severity"), s(f.severity.as_str())),
+                                            (key!("locations"), strings(&f.locations)),
                                         ])
                                     })
                                     .collect::<Vec<_>>(),
@@ -531,21 +523,21 @@ mod rego {
                     ]),
                 ),
                 (
-                    "usage",
+                    key!("usage"),
                     obj([(
-                        "key_requests_this_minute",
+                        key!("key_requests_this_minute"),
                         opt_u(self.usage.key_requests_this_minute),
                     )]),
                 ),
                 (
-                    "route_health",
+                    key!("route_health"),
                     obj([
-                        ("private", Value::Bool(self.route_health.private)),
-                        ("hosted", Value::Bool(self.route_health.hosted)),
+                        (key!("private"), Value::Bool(self.route_health.private)),
+                        (key!("hosted"), Value::Bool(self.route_health.hosted)),
                     ]),
                 ),
                 (
-                    "mode",
+                    key!("mode"),
                     s(match self.mode {
                         Mode::Enforce => "enforce",
                         Mode::Shadow => "shadow",
