@@ -61,6 +61,7 @@ TOML
 key=$("$bin/cordon" keys create --config "$work/cordon.toml" --name bench --json | sed 's/.*"key":"\([^"]*\)".*/\1/')
 CORDON_LOG="${CORDON_LOG:-info}" "${proxy_core[@]}" "$bin/cordon" serve --config "$work/cordon.toml" 2>"$work/cordon.log" & cordon_pid=$!; pids+=($cordon_pid)
 wait_port "$UP_PORT"; wait_port "$BARE_PORT"; wait_port "$CORDON_PORT"
+start_kb=$(awk '/VmRSS/ {print $2}' "/proc/$cordon_pid/status")
 
 cat > "$work/post.lua" <<LUA
 wrk.method = "POST"
@@ -116,4 +117,4 @@ done
 for conc in 1 64; do
   echo "CPU per request at concurrency $conc: cordon ${cpu_us[cordon,$conc]} us, bare ${cpu_us[bare,$conc]} us"
 done
-echo "cordon peak RSS: $((peak_kb / 1024)) MiB (VmHWM, after the concurrency-64 runs)"
+echo "cordon peak RSS: $((peak_kb / 1024)) MiB (VmHWM, after the concurrency-64 runs; $((start_kb / 1024)) MiB once started)"

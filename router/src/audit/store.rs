@@ -115,26 +115,27 @@ impl AuditStore {
             let sql = insert_sql(chunk.len(), sqlite);
             let mut q = sqlx::query(&sql);
             for r in chunk {
+                // Bound by reference: the rows outlive the statement, so no column is copied.
                 q = q
-                    .bind(r.chained.chain_id.clone())
+                    .bind(r.chained.chain_id.as_str())
                     .bind(r.chained.seq)
-                    .bind(r.id.clone())
+                    .bind(r.id.as_str())
                     .bind(r.time_ms)
-                    .bind(r.user_id.clone())
-                    .bind(r.team.clone())
-                    .bind(r.api_key_id.clone())
-                    .bind(r.model.clone())
-                    .bind(r.route.clone())
-                    .bind(r.decision.clone())
+                    .bind(r.user_id.as_deref())
+                    .bind(r.team.as_deref())
+                    .bind(r.api_key_id.as_deref())
+                    .bind(r.model.as_deref())
+                    .bind(r.route.as_deref())
+                    .bind(r.decision.as_str())
                     .bind(r.status as i32)
-                    .bind(r.reason_codes.clone())
-                    .bind(r.entity_types.clone())
+                    .bind(r.reason_codes.as_str())
+                    .bind(r.entity_types.as_str())
                     .bind(r.tokens_in)
                     .bind(r.tokens_out)
                     .bind(r.cost_micros)
-                    .bind(r.chained.record.clone())
-                    .bind(r.chained.prev_hash.clone())
-                    .bind(r.chained.hash.clone());
+                    .bind(r.chained.record.as_str())
+                    .bind(r.chained.prev_hash.as_str())
+                    .bind(r.chained.hash.as_str());
             }
             q.execute(&mut *tx)
                 .await
