@@ -14,7 +14,8 @@
 # (taskset), so that tail latency measures the proxy rather than the scheduler. CORDON_LOG
 # sets Cordon's log level (default info: one access-log line per request). CORDON_EXTRA is
 # appended to Cordon's config (for example $'[audit]\nenabled = false' to measure without it).
-# PERF=FILE records Cordon with `perf record -g` (PERF_ARGS replaces -g, e.g. "--call-graph dwarf") during its concurrency-64 run (perf report -i FILE).
+# PERF=FILE records Cordon with `perf record -g` during its concurrency-64 run (PERF_ARGS replaces
+# -g, e.g. "--call-graph dwarf"; read it with perf report -i FILE).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION="${DURATION:-10}"
@@ -37,7 +38,7 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 "${load_cores[@]}" "$bin/examples/bench_upstream" "127.0.0.1:$UP_PORT" 2>/dev/null & pids+=($!)
-"${proxy_core[@]}" "$bin/examples/bare_proxy" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT" "$THREADS" 2>/dev/null & pids+=($!)
+"${proxy_core[@]}" "$bin/examples/bare_proxy" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT" "$THREADS" 2>/dev/null & bare_pid=$!; pids+=($bare_pid)
 cat > "$work/cordon.toml" <<TOML
 [server]
 http_listen = "127.0.0.1:$CORDON_PORT"
@@ -75,7 +76,6 @@ to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~
 
 # CPU seconds (user + system) a process has used so far.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
-bare_pid=${pids[1]}
 declare -A rps p50 p99 cpu_us
 for conc in 1 64; do
   t=$(( conc < 2 ? 1 : 2 ))

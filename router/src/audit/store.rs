@@ -16,8 +16,18 @@ pub const BATCH_ROWS: usize = 400;
 /// `sqlite3_bind_parameter_name` the gateway's top function under load.
 pub const SQLITE_BATCH_ROWS: usize = 64;
 
-const COLUMN_COUNT: usize = 19;
 const COLUMNS: &str = "chain_id, seq, id, time_ms, user_id, team, api_key_id, model, route, decision, status, reason_codes, entity_types, tokens_in, tokens_out, cost_micros, record, prev_hash, hash";
+/// Parameters per row: one per name in [`COLUMNS`].
+const COLUMN_COUNT: usize = {
+    let (bytes, mut i, mut n) = (COLUMNS.as_bytes(), 0, 1);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+};
 
 /// One stored row: the chained record and the query columns stored beside it.
 #[derive(Debug, Clone, PartialEq)]
