@@ -1,11 +1,15 @@
 //! The compiled scanner. Three passes over the normalised text:
 //!
-//! - personal data: one regex-automata meta regex built from every PII pattern (ASCII classes,
-//!   byte-oriented), reporting pattern ids. At each candidate start, every pattern that matches
-//!   there is tried, so a candidate that fails its checksum never hides another rule's match;
-//!   boundaries, validators and context words are checked only on candidates;
-//! - secrets: one Aho-Corasick pass over every rule's keywords; only rules whose keywords
-//!   occur run their `(?-u)` byte regex, as gitleaks does;
+//! - personal data: the PII patterns compiled together (ASCII classes, byte-oriented) into one
+//!   all-matches lazy DFA per trigger class (a byte every match needs: a digit, `:`, `-` or
+//!   `@`), which reports pattern ids. Each is searched only in windows around its class's bytes.
+//!   Candidate starts are read off the bytes (a byte a match can begin with, after a non-word
+//!   byte), and at each, one anchored search gives every pattern that matches there, so a
+//!   candidate that fails its checksum never hides another rule's match; boundaries, validators
+//!   and context words are checked only on candidates;
+//! - secrets: one Aho-Corasick pass over every rule's keywords (the ASCII ones over the runs of
+//!   ASCII bytes only); only rules whose keywords occur run their `(?-u)` byte regex, as
+//!   gitleaks does;
 //! - dictionaries: one Aho-Corasick pass over custom terms.
 //!
 //! Overlapping candidates are resolved: validated beats unvalidated, longer beats shorter, then
@@ -41,18 +45,21 @@ pub struct Scanner {
 }
 
 struct Pii {
-    /// Patterns every match of which holds a trigger byte: searched only in windows around them.
-    gated: Option<Automata>,
+    /// Per trigger class, the patterns every match of which holds a byte of that class: searched
+    /// only in windows around such bytes, with how far around one a match can reach
+    /// (before, after). A class of its own per automaton keeps, say, the e-mail pattern (`@`)
+    /// from starting a candidate at every word near a digit.
+    gated: Vec<(usize, Automata, (usize, usize))>,
     /// Patterns that can match without one: searched over the whole text.
     ungated: Option<Automata>,
-    /// How far around a trigger byte of each class a match can reach: (before, after).
-    reach: [(usize, usize); TRIGGER_CLASSES],
 }
 
 /// One compiled group of personal-data patterns.
 struct Automata {
-    /// Leftmost-first over every pattern: where the next candidate starts.
-    first: MetaRegex,
+    /// The bytes a match can start with, after a byte that is not an ASCII word byte (every
+    /// pattern starts with `\b{start-half}`): candidate starts are found by reading bytes, and
+    /// each is tried with one anchored search.
+    starts: ByteSet,
     /// All-matches over every pattern, anchored at a candidate start: an overlapping search
     /// gives every pattern's match ends there in one pass.
     all: Arc<LazyDfa>,
@@ -93,9 +100,49 @@ fn trigger_class(b: u8) -> Option<usize> {
 const MAX_PII_LEN: usize = 320;
 
 struct Secrets {
-    keywords: AhoCorasick,
-    keyword_rules: Vec<Vec<usize>>,
+    /// The keywords made of ASCII bytes only, searched in each run of ASCII bytes (no such
+    /// keyword can span a byte outside one): most of a Chinese text is skipped word by word
+    /// instead of being walked byte by byte through the automaton.
+    ascii: Option<Keywords>,
+    /// Keywords with other bytes and no ASCII letter (`密码`), each looked for with memmem over
+    /// the whole text: the automaton's prefilter counts bytes above 0x7F as rare, which in
+    /// Chinese text they are not.
+    exact: Vec<(memchr::memmem::Finder<'static>, Vec<usize>)>,
+    /// Keywords with other bytes and ASCII letters, searched over the whole text.
+    mixed: Option<Keywords>,
     regexes: Vec<Option<regex::bytes::Regex>>,
+}
+
+/// Keywords and the rules that each one gates.
+struct Keywords {
+    ac: AhoCorasick,
+    rules: Vec<Vec<usize>>,
+}
+
+impl Keywords {
+    fn build(words: Vec<(String, Vec<usize>)>) -> Result<Option<Self>, DlpError> {
+        if words.is_empty() {
+            return Ok(None);
+        }
+        let (words, rules): (Vec<String>, Vec<Vec<usize>>) = words.into_iter().unzip();
+        let ac = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            // A DFA: the keyword gate runs over every byte of every request.
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&words)
+            .map_err(|e| DlpError::Compile(format!("secret keywords: {e}")))?;
+        Ok(Some(Self { ac, rules }))
+    }
+
+    /// Marks the rules of every keyword found in `hay[span]`, overlapping ones included.
+    fn mark(&self, hay: &[u8], span: std::ops::Range<usize>, triggered: &mut [bool]) {
+        let input = aho_corasick::Input::new(hay).span(span);
+        for m in self.ac.find_overlapping_iter(input) {
+            for &r in &self.rules[m.pattern().as_usize()] {
+                triggered[r] = true;
+            }
+        }
+    }
 }
 
 struct DictionaryMatcher {
@@ -125,7 +172,7 @@ impl Scanner {
             .map(|r| Arc::from(format!("{}/{}", r.pack, r.id).as_str()))
             .collect();
 
-        let mut gated: (Vec<&str>, Vec<usize>) = Default::default();
+        let mut gated: [(Vec<&str>, Vec<usize>); TRIGGER_CLASSES] = Default::default();
         let mut ungated: (Vec<&str>, Vec<usize>) = Default::default();
         let mut reach = [(0usize, 0usize); TRIGGER_CLASSES];
         let classes: [ByteSet; TRIGGER_CLASSES] =
@@ -156,8 +203,8 @@ impl Scanner {
                     Some((c, r)) => {
                         reach[c].0 = reach[c].0.max(bound(r.before));
                         reach[c].1 = reach[c].1.max(bound(r.len));
-                        gated.0.push(p.as_str());
-                        gated.1.push(i);
+                        gated[c].0.push(p.as_str());
+                        gated[c].1.push(i);
                     }
                     None => {
                         ungated.0.push(p.as_str());
@@ -166,12 +213,16 @@ impl Scanner {
                 }
             }
         }
-        let gated = Automata::build(&gated.0, gated.1)?;
+        let mut by_class = Vec::new();
+        for (c, (patterns, pattern_rule)) in gated.into_iter().enumerate() {
+            if let Some(a) = Automata::build(&patterns, pattern_rule)? {
+                by_class.push((c, a, reach[c]));
+            }
+        }
         let ungated = Automata::build(&ungated.0, ungated.1)?;
-        let pii = (gated.is_some() || ungated.is_some()).then_some(Pii {
-            gated,
+        let pii = (!by_class.is_empty() || ungated.is_some()).then_some(Pii {
+            gated: by_class,
             ungated,
-            reach,
         });
 
         let secret_rules: Vec<usize> = (0..rules.len())
@@ -180,8 +231,7 @@ impl Scanner {
         let secrets = if secret_rules.is_empty() {
             None
         } else {
-            let mut words: Vec<String> = Vec::new();
-            let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+            let mut words: Vec<(String, Vec<usize>)> = Vec::new();
             let mut regexes = vec![None; rules.len()];
             for &i in &secret_rules {
                 let r = &rules[i];
@@ -192,12 +242,9 @@ impl Scanner {
                 regexes[i] = Some(re);
                 for k in &r.keywords {
                     let k = k.to_ascii_lowercase();
-                    match words.iter().position(|w| *w == k) {
-                        Some(p) => keyword_rules[p].push(i),
-                        None => {
-                            words.push(k);
-                            keyword_rules.push(vec![i]);
-                        }
+                    match words.iter_mut().find(|(w, _)| *w == k) {
+                        Some((_, gated)) => gated.push(i),
+                        None => words.push((k, vec![i])),
                     }
                 }
                 if r.keywords.is_empty() {
@@ -207,15 +254,23 @@ impl Scanner {
                     )));
                 }
             }
-            // A DFA: the keyword gate runs over every byte of every request.
-            let keywords = AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(&words)
-                .map_err(|e| DlpError::Compile(format!("secret keywords: {e}")))?;
+            let (ascii, other): (Vec<_>, Vec<_>) =
+                words.into_iter().partition(|(w, _)| w.is_ascii());
+            let (mixed, exact): (Vec<_>, Vec<_>) = other
+                .into_iter()
+                .partition(|(w, _)| w.bytes().any(|b| b.is_ascii_alphabetic()));
             Some(Secrets {
-                keywords,
-                keyword_rules,
+                ascii: Keywords::build(ascii)?,
+                exact: exact
+                    .into_iter()
+                    .map(|(w, rules)| {
+                        (
+                            memchr::memmem::Finder::new(w.as_bytes()).into_owned(),
+                            rules,
+                        )
+                    })
+                    .collect(),
+                mixed: Keywords::build(mixed)?,
                 regexes,
             })
         };
@@ -312,9 +367,9 @@ impl Scanner {
         if let Some(a) = &pii.ungated {
             self.scan_span(a, hay, 0, hay.len(), &mut 0, out);
         }
-        if let Some(a) = &pii.gated {
+        for (class, a, reach) in &pii.gated {
             let mut pos = 0;
-            for (from, to) in windows(hay, &pii.reach) {
+            for (from, to) in windows(hay, *class, *reach) {
                 self.scan_span(a, hay, from, to, &mut pos, out);
             }
         }
@@ -335,15 +390,11 @@ impl Scanner {
         let mut ends: Vec<(usize, usize)> = Vec::new();
         *pos = (*pos).max(from);
         while *pos < to {
-            let Some(m) = a.first.search(&Input::new(hay).span(*pos..to)) else {
+            let Some(s) = (*pos..to)
+                .find(|&p| a.starts.contains(hay[p]) && (p == 0 || !is_word_byte(hay[p - 1])))
+            else {
                 break;
             };
-            let s = m.start();
-            // A candidate that starts inside a digit run cannot pass a digit boundary; skip the run.
-            if s > 0 && hay[s - 1].is_ascii_digit() && hay[s].is_ascii_digit() {
-                *pos = s + hay[s..].iter().take_while(|b| b.is_ascii_digit()).count();
-                continue;
-            }
             let end = (s + MAX_PII_LEN).min(hay.len());
             let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
             if !match_ends(&a.all, &mut cache, &input, &mut ends) {
@@ -356,6 +407,10 @@ impl Scanner {
                         ends.push((pid.as_usize(), pm.end()));
                     }
                 }
+            }
+            if ends.is_empty() {
+                *pos = s + utf8_len(hay[s]);
+                continue;
             }
             let mut furthest_validated = None;
             for &(pid, match_end) in &ends {
@@ -382,10 +437,20 @@ impl Scanner {
 
     fn scan_secrets(&self, secrets: &Secrets, hay: &[u8], out: &mut Vec<Candidate>) {
         let mut triggered = vec![false; self.rules.len()];
-        for m in secrets.keywords.find_overlapping_iter(hay) {
-            for &r in &secrets.keyword_rules[m.pattern().as_usize()] {
-                triggered[r] = true;
+        if let Some(k) = &secrets.ascii {
+            for run in ascii_runs(hay) {
+                k.mark(hay, run, &mut triggered);
             }
+        }
+        for (finder, rules) in &secrets.exact {
+            if finder.find(hay).is_some() {
+                for &r in rules {
+                    triggered[r] = true;
+                }
+            }
+        }
+        if let Some(k) = &secrets.mixed {
+            k.mark(hay, 0..hay.len(), &mut triggered);
         }
         for (rule, _) in triggered.iter().enumerate().filter(|(_, t)| **t) {
             let Some(re) = &secrets.regexes[rule] else {
@@ -490,8 +555,10 @@ impl Automata {
                 .build_many(&started)
                 .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))?,
         );
+        let starts = start_bytes(&all)
+            .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))?;
         Ok(Some(Self {
-            first: build(MatchKind::LeftmostFirst, &started)?,
+            starts,
             caches: cache_pool(&all),
             all,
             all_meta: build(MatchKind::All, &started)?,
@@ -504,66 +571,73 @@ impl Automata {
     }
 }
 
-/// The merged windows around trigger bytes in which a gated match can lie, in order. `@` is
-/// rare and reaches far (an e-mail's local part), so it is found with memchr and given its own
-/// reach. The other classes get the widest of their reaches; the text is read in blocks of 32
-/// bytes (the test vectorises), and a block with trigger bytes opens a window from its first one,
-/// less that reach back, to its last one plus the reach forward: never narrower than the bytes'
-/// own windows.
-fn windows(hay: &[u8], reach: &[(usize, usize); TRIGGER_CLASSES]) -> Vec<(usize, usize)> {
-    const BLOCK: usize = 32;
-    let at = TRIGGER_CLASSES - 1;
-    let (before, after) = reach[..at]
-        .iter()
-        .fold((0, 0), |(b, a), r| (b.max(r.0), a.max(r.1)));
-    let mut near: Vec<(usize, usize)> = Vec::new();
-    for (k, block) in hay.chunks(BLOCK).enumerate() {
-        if !block.iter().fold(false, |any, &b| any | is_trigger(b)) {
-            continue;
-        }
-        let (Some(first), Some(last)) = (
-            block.iter().position(|&b| is_trigger(b)),
-            block.iter().rposition(|&b| is_trigger(b)),
-        ) else {
-            continue;
-        };
-        let from = (k * BLOCK + first).saturating_sub(before);
-        let to = (k * BLOCK + last + after + 1).min(hay.len());
-        match near.last_mut() {
-            Some(prev) if from <= prev.1 => prev.1 = prev.1.max(to),
-            _ => near.push((from, to)),
+/// Whether a byte is an ASCII word byte, as `\b` without Unicode sees it.
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The bytes on which an anchored search of `dfa` can leave its start state for a live one,
+/// after any look-behind byte that is not a word byte (or none).
+fn start_bytes(dfa: &LazyDfa) -> Result<ByteSet, String> {
+    let mut cache = dfa.create_cache();
+    let mut live = [false; 256];
+    let behind = std::iter::once(None).chain((0..=255u8).filter(|&b| !is_word_byte(b)).map(Some));
+    for look_behind in behind {
+        let config = regex_automata::util::start::Config::new()
+            .anchored(Anchored::Yes)
+            .look_behind(look_behind);
+        let start = dfa
+            .start_state(&mut cache, &config)
+            .map_err(|e| e.to_string())?;
+        for (b, slot) in live.iter_mut().enumerate() {
+            let next = dfa
+                .next_state(&mut cache, start, b as u8)
+                .map_err(|e| e.to_string())?;
+            *slot |= !next.is_dead();
         }
     }
-    let far = memchr::memchr_iter(b'@', hay).map(|i| {
-        (
-            i.saturating_sub(reach[at].0),
-            (i + reach[at].1 + 1).min(hay.len()),
-        )
-    });
-    // Both lists are in order; merge them.
-    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(near.len());
-    let mut near = near.into_iter().peekable();
-    let mut far = far.peekable();
-    loop {
-        let next = match (near.peek(), far.peek()) {
-            (Some(n), Some(f)) if f.0 < n.0 => far.next(),
-            (Some(_), _) => near.next(),
-            (None, Some(_)) => far.next(),
-            (None, None) => break,
-        };
-        let Some((from, to)) = next else { break };
-        match merged.last_mut() {
-            Some(prev) if from <= prev.1 => prev.1 = prev.1.max(to),
-            _ => merged.push((from, to)),
+    Ok(ByteSet::from_fn(|b| live[b as usize]))
+}
+
+/// The merged windows around the trigger bytes of one class in which its matches can lie, in
+/// order: from each trigger byte less `reach.0` to it plus `reach.1`. Digits, the commonest
+/// class, are read in blocks of 32 bytes (the test vectorises); a block with digits opens a
+/// window from its first one, less the reach back, to its last one plus the reach forward, never
+/// narrower than the digits' own windows. The other classes are single bytes found with memchr.
+fn windows(hay: &[u8], class: usize, (before, after): (usize, usize)) -> Vec<(usize, usize)> {
+    const BLOCK: usize = 32;
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    let mut push = |from: usize, to: usize| match merged.last_mut() {
+        Some(prev) if from <= prev.1 => prev.1 = prev.1.max(to),
+        _ => merged.push((from, to)),
+    };
+    if class == 0 {
+        for (k, block) in hay.chunks(BLOCK).enumerate() {
+            if !block.iter().fold(false, |any, b| any | b.is_ascii_digit()) {
+                continue;
+            }
+            let (Some(first), Some(last)) = (
+                block.iter().position(u8::is_ascii_digit),
+                block.iter().rposition(u8::is_ascii_digit),
+            ) else {
+                continue;
+            };
+            push(
+                (k * BLOCK + first).saturating_sub(before),
+                (k * BLOCK + last + after + 1).min(hay.len()),
+            );
+        }
+    } else {
+        let byte = TRIGGER_BYTES[class - 1];
+        for i in memchr::memchr_iter(byte, hay) {
+            push(i.saturating_sub(before), (i + after + 1).min(hay.len()));
         }
     }
     merged
 }
 
-/// Whether a byte is a digit, `:` or `-` (every class but `@`); `0`..=`:` is 0x30..=0x3A.
-fn is_trigger(b: u8) -> bool {
-    (b.wrapping_sub(b'0') < 11) | (b == b'-')
-}
+/// The single-byte trigger classes after the digits, in class order.
+const TRIGGER_BYTES: [u8; TRIGGER_CLASSES - 1] = [b':', b'-', b'@'];
 
 /// The longest match end of each pattern matching at the anchored start of `input`, by one
 /// overlapping search; `false` when the lazy DFA gave up.
@@ -591,6 +665,42 @@ fn match_ends(
             None => ends.push((pid, m.offset())),
         }
     }
+}
+
+/// The maximal runs of ASCII bytes, in order; the text between them is skipped eight bytes at a
+/// time.
+fn ascii_runs(hay: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let start = next_where(hay, pos, true);
+        if start >= hay.len() {
+            return None;
+        }
+        let end = next_where(hay, start, false);
+        pos = end;
+        Some(start..end)
+    })
+}
+
+/// The first offset from `from` whose byte is ASCII (`ascii`) or not (`!ascii`), or the
+/// length.
+fn next_where(hay: &[u8], from: usize, ascii: bool) -> usize {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(word) = hay.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        // High bits set where a byte is not ASCII; flipped to look for ASCII ones.
+        let hits = if ascii { !w & HIGH } else { w & HIGH };
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    // Fewer than eight bytes are left.
+    i + hay[i..]
+        .iter()
+        .position(|b| b.is_ascii() == ascii)
+        .unwrap_or(hay.len() - i)
 }
 
 fn utf8_len(lead: u8) -> usize {
@@ -669,31 +779,86 @@ mod tests {
     use super::*;
 
     #[test]
-    fn is_trigger_agrees_with_classes() {
-        for b in 0..=255u8 {
-            let class = trigger_class(b);
-            assert_eq!(
-                is_trigger(b),
-                class.is_some() && class != Some(3),
-                "byte {b:#x}"
+    fn trigger_bytes_agree_with_classes() {
+        for (i, &b) in TRIGGER_BYTES.iter().enumerate() {
+            assert_eq!(trigger_class(b), Some(i + 1), "byte {b:#x}");
+        }
+        assert!((b'0'..=b'9').all(|b| trigger_class(b) == Some(0)));
+        assert_eq!(
+            (0..=255u8).filter(|&b| trigger_class(b).is_some()).count(),
+            13
+        );
+    }
+
+    #[test]
+    fn ascii_runs_are_the_maximal_ones() {
+        for text in [
+            "",
+            "plain",
+            "密码",
+            "密码ghp_x",
+            "ghp_x密码",
+            "a密b码cdefghijklmnop密码码码码码码码qrstuvwx",
+            "token=abc，密钥 AKIA0123456789ABCDEF。done",
+        ] {
+            let hay = text.as_bytes();
+            let mut naive = Vec::new();
+            let mut start = None;
+            for (i, b) in hay.iter().enumerate() {
+                match (b.is_ascii(), start) {
+                    (true, None) => start = Some(i),
+                    (false, Some(s)) => {
+                        naive.push(s..i);
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(s) = start {
+                naive.push(s..hay.len());
+            }
+            assert_eq!(ascii_runs(hay).collect::<Vec<_>>(), naive, "{text}");
+        }
+    }
+
+    #[test]
+    fn keywords_are_found_next_to_chinese_text() {
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../dlp-rules"));
+        let scanner = Scanner::new(&super::super::load_packs(dir, None).unwrap()).unwrap();
+        let token = "ghp_0123456789abcdefghijklmnopqrstuvwxyz";
+        for text in [
+            format!("令牌{token}谢谢"),
+            format!("令牌 {token}。"),
+            token.to_string(),
+        ] {
+            let found = scanner.scan(&text);
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.entity.starts_with("SECRET_") && &text[f.start..f.end] == token),
+                "{text}: {found:?}"
             );
         }
     }
 
     #[test]
     fn windows_cover_every_trigger_reach() {
-        let reach = [(14, 44), (4, 39), (4, 17), (320, 320)];
         let mut hay = vec![b'x'; 4096];
         hay[1000] = b'7';
+        hay[1010] = b'8';
         hay[3000] = b'@';
-        let w = windows(&hay, &reach);
-        assert_eq!(w.len(), 2);
-        assert!(w[0].0 <= 1000 - 14 && w[0].1 > 1000 + 44, "{w:?}");
-        assert!(w[1].0 <= 3000 - 320 && w[1].1 > 3000 + 320, "{w:?}");
-        // An `@` reaching back past a window swallows it.
-        hay[2700] = b'1';
-        let w = windows(&hay, &reach);
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[1].0 <= 2700 - 14);
+        let w = windows(&hay, 0, (14, 44));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].0 <= 1000 - 14 && w[0].1 > 1010 + 44, "{w:?}");
+        let w = windows(&hay, 3, (320, 320));
+        assert_eq!(w, vec![(3000 - 320, 3000 + 321)]);
+        // Windows that touch merge; `@` windows ignore digits.
+        hay[2700] = b'@';
+        let w = windows(&hay, 3, (320, 320));
+        assert_eq!(w, vec![(2700 - 320, 3000 + 321)]);
+        assert!(windows(&hay, 1, (4, 39)).is_empty());
+        // A window is clipped to the text.
+        hay[4095] = b':';
+        assert_eq!(windows(&hay, 1, (4, 39)), vec![(4091, 4096)]);
     }
 }

@@ -54,14 +54,18 @@ pub fn ipv6(text: &str) -> bool {
     groups >= 2 && hex >= 4 && text.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
-fn digits(text: &str) -> Vec<u8> {
+/// A candidate's characters as a validator reads them: on the stack, since validators run on
+/// every candidate and no validated entity is longer than this.
+type Chars = smallvec::SmallVec<[u8; 48]>;
+
+fn digits(text: &str) -> Chars {
     text.bytes()
         .filter(u8::is_ascii_digit)
         .map(|b| b - b'0')
         .collect()
 }
 
-fn alnum_upper(text: &str) -> Vec<u8> {
+fn alnum_upper(text: &str) -> Chars {
     text.bytes()
         .filter(u8::is_ascii_alphanumeric)
         .map(|b| b.to_ascii_uppercase())
@@ -305,7 +309,7 @@ pub fn cn_uscc(text: &str) -> bool {
         return false;
     }
     if s[..17].iter().all(u8::is_ascii_digit) {
-        let d: Vec<u8> = s[..17].iter().map(|c| c - b'0').collect();
+        let d: Chars = s[..17].iter().map(|c| c - b'0').collect();
         if cn_id_shaped(&d) {
             return false;
         }
