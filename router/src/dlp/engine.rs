@@ -39,6 +39,8 @@ pub struct Scanner {
     /// Interned per rule, so findings share them.
     entities: Vec<Arc<str>>,
     rule_ids: Vec<Arc<str>>,
+    /// Per rule, its context words and its excluding ones, as prepared searchers.
+    context: Vec<(ContextWords, ContextWords)>,
     pii: Option<Pii>,
     secrets: Option<Secrets>,
     dictionaries: Vec<DictionaryMatcher>,
@@ -295,10 +297,20 @@ impl Scanner {
             })
             .collect::<Result<Vec<_>, DlpError>>()?;
 
+        let context = rules
+            .iter()
+            .map(|r| {
+                (
+                    ContextWords::new(&r.context),
+                    ContextWords::new(&r.exclude_context),
+                )
+            })
+            .collect();
         Ok(Self {
             rules,
             entities,
             rule_ids,
+            context,
             pii,
             secrets,
             dictionaries,
@@ -365,73 +377,70 @@ impl Scanner {
 
     fn scan_pii(&self, pii: &Pii, hay: &[u8], out: &mut Vec<Candidate>) {
         if let Some(a) = &pii.ungated {
-            self.scan_span(a, hay, 0, hay.len(), &mut 0, out);
+            self.scan_spans(a, hay, [(0, hay.len())], out);
         }
         for (class, a, reach) in &pii.gated {
-            let mut pos = 0;
-            for (from, to) in windows(hay, *class, *reach) {
-                self.scan_span(a, hay, from, to, &mut pos, out);
-            }
+            self.scan_spans(a, hay, windows(hay, *class, *reach), out);
         }
     }
 
-    /// Candidates that start in `from..to`, resuming at `pos` when that is further on (a
-    /// validated finding from an earlier window may reach into this one).
-    fn scan_span(
+    /// Candidates that start in the spans (in order), each resumed where the previous one's
+    /// last candidate ended when that is further on (a validated finding from an earlier
+    /// window may reach into the next).
+    fn scan_spans(
         &self,
         a: &Automata,
         hay: &[u8],
-        from: usize,
-        to: usize,
-        pos: &mut usize,
+        spans: impl IntoIterator<Item = (usize, usize)>,
         out: &mut Vec<Candidate>,
     ) {
         let mut cache = a.caches.get();
         let mut ends: Vec<(usize, usize)> = Vec::new();
-        *pos = (*pos).max(from);
-        while *pos < to {
-            let Some(s) = (*pos..to)
-                .find(|&p| a.starts.contains(hay[p]) && (p == 0 || !is_word_byte(hay[p - 1])))
-            else {
-                break;
-            };
-            let end = (s + MAX_PII_LEN).min(hay.len());
-            let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
-            if !match_ends(&a.all, &mut cache, &input, &mut ends) {
-                // The lazy DFA gave up: ask each matching pattern for its span.
-                ends.clear();
-                let mut set = PatternSet::new(a.all_meta.pattern_len());
-                a.all_meta.which_overlapping_matches(&input, &mut set);
-                for pid in set.iter() {
-                    if let Some(pm) = a.each[pid.as_usize()].search(&input) {
-                        ends.push((pid.as_usize(), pm.end()));
+        let mut pos = 0;
+        for (from, to) in spans {
+            pos = pos.max(from);
+            while pos < to {
+                let Some(s) = a.next_start(hay, pos, to) else {
+                    break;
+                };
+                let end = (s + MAX_PII_LEN).min(hay.len());
+                let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
+                if !match_ends(&a.all, &mut cache, &input, &mut ends) {
+                    // The lazy DFA gave up: ask each matching pattern for its span.
+                    ends.clear();
+                    let mut set = PatternSet::new(a.all_meta.pattern_len());
+                    a.all_meta.which_overlapping_matches(&input, &mut set);
+                    for pid in set.iter() {
+                        if let Some(pm) = a.each[pid.as_usize()].search(&input) {
+                            ends.push((pid.as_usize(), pm.end()));
+                        }
                     }
                 }
-            }
-            if ends.is_empty() {
-                *pos = s + utf8_len(hay[s]);
-                continue;
-            }
-            let mut furthest_validated = None;
-            for &(pid, match_end) in &ends {
-                let rule = a.pattern_rule[pid];
-                if let Some(c) = self.candidate(rule, hay, s, match_end) {
-                    if c.validated {
-                        furthest_validated =
-                            Some(furthest_validated.map_or(c.end, |e: usize| e.max(c.end)));
-                    }
-                    out.push(c);
+                if ends.is_empty() {
+                    pos = s + utf8_len(hay[s]);
+                    continue;
                 }
+                let mut furthest_validated = None;
+                for &(pid, match_end) in &ends {
+                    let rule = a.pattern_rule[pid];
+                    if let Some(c) = self.candidate(rule, hay, s, match_end) {
+                        if c.validated {
+                            furthest_validated =
+                                Some(furthest_validated.map_or(c.end, |e: usize| e.max(c.end)));
+                        }
+                        out.push(c);
+                    }
+                }
+                // Step past a validated finding; otherwise try the next character, or past the
+                // digit run the candidate starts with (a candidate inside it is skipped anyway).
+                pos = furthest_validated.unwrap_or_else(|| {
+                    s + hay[s..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit())
+                        .count()
+                        .max(utf8_len(hay[s]))
+                });
             }
-            // Step past a validated finding; otherwise try the next character, or past the
-            // digit run the candidate starts with (a candidate inside it is skipped anyway).
-            *pos = furthest_validated.unwrap_or_else(|| {
-                s + hay[s..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
-                    .count()
-                    .max(utf8_len(hay[s]))
-            });
         }
     }
 
@@ -489,11 +498,12 @@ impl Scanner {
         } else {
             r.base_confidence
         };
-        if !r.exclude_context.is_empty() && has_context(hay, start, end, &r.exclude_context) {
+        let (context, exclude) = &self.context[rule];
+        if !exclude.is_empty() && exclude.near(hay, start, end) {
             return None;
         }
-        if !r.context.is_empty() {
-            let near = has_context(hay, start, end, &r.context);
+        if !context.is_empty() {
+            let near = context.near(hay, start, end);
             if r.context_required && !near {
                 return None;
             }
@@ -513,6 +523,19 @@ impl Scanner {
 }
 
 impl Automata {
+    /// The first offset in `from..to` at which a match can start: a start byte after a byte
+    /// that is not a word byte.
+    fn next_start(&self, hay: &[u8], from: usize, to: usize) -> Option<usize> {
+        let mut after_word = from > 0 && WORD_BYTES[usize::from(hay[from - 1])];
+        for (i, &b) in hay[from..to].iter().enumerate() {
+            if !after_word && self.starts.contains(b) {
+                return Some(from + i);
+            }
+            after_word = WORD_BYTES[usize::from(b)];
+        }
+        None
+    }
+
     fn build(patterns: &[&str], pattern_rule: Vec<usize>) -> Result<Option<Self>, DlpError> {
         if patterns.is_empty() {
             return Ok(None);
@@ -572,9 +595,20 @@ impl Automata {
 }
 
 /// Whether a byte is an ASCII word byte, as `\b` without Unicode sees it.
-fn is_word_byte(b: u8) -> bool {
+const fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
+
+/// [`is_word_byte`] as a table, for the loop that looks for candidate starts.
+static WORD_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = is_word_byte(b as u8);
+        b += 1;
+    }
+    table
+};
 
 /// The bytes on which an anchored search of `dfa` can leave its start state for a live one,
 /// after any look-behind byte that is not a word byte (or none).
@@ -732,20 +766,36 @@ fn bounded(hay: &[u8], start: usize, end: usize, boundary: Boundary) -> bool {
     before_ok && after_ok
 }
 
-/// A context word (ASCII case-insensitive; words are stored lower-case) within the window around
-/// a match.
-fn has_context(hay: &[u8], start: usize, end: usize, words: &[String]) -> bool {
-    let from = start.saturating_sub(CONTEXT_BEFORE);
-    let to = (end + CONTEXT_AFTER).min(hay.len());
-    let mut window = [0u8; CONTEXT_BEFORE + CONTEXT_AFTER + MAX_PII_LEN];
-    let len = (to - from).min(window.len());
-    for (w, b) in window.iter_mut().zip(&hay[from..from + len]) {
-        *w = b.to_ascii_lowercase();
+/// Context words (ASCII case-insensitive; words are stored lower-case), each with its searcher
+/// built once.
+struct ContextWords(Vec<memchr::memmem::Finder<'static>>);
+
+impl ContextWords {
+    fn new(words: &[String]) -> Self {
+        Self(
+            words
+                .iter()
+                .map(|w| memchr::memmem::Finder::new(w.as_bytes()).into_owned())
+                .collect(),
+        )
     }
-    let window = &window[..len];
-    words
-        .iter()
-        .any(|w| memchr::memmem::find(window, w.as_bytes()).is_some())
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether one of the words stands within the window around a match.
+    fn near(&self, hay: &[u8], start: usize, end: usize) -> bool {
+        let from = start.saturating_sub(CONTEXT_BEFORE);
+        let to = (end + CONTEXT_AFTER).min(hay.len());
+        let mut window = [0u8; CONTEXT_BEFORE + CONTEXT_AFTER + MAX_PII_LEN];
+        let len = (to - from).min(window.len());
+        for (w, b) in window.iter_mut().zip(&hay[from..from + len]) {
+            *w = b.to_ascii_lowercase();
+        }
+        let window = &window[..len];
+        self.0.iter().any(|f| f.find(window).is_some())
+    }
 }
 
 /// Keeps the best of each group of overlapping candidates.
