@@ -268,6 +268,8 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Records per database write.
 const BATCH: usize = 2000;
+/// How long the writer waits for more records before writing a batch.
+const LINGER: Duration = Duration::from_millis(2);
 
 impl Writer {
     async fn run(&mut self, rx: std::sync::mpsc::Receiver<Msg>) {
@@ -284,6 +286,9 @@ impl Writer {
             let mut rotated = Vec::new();
             let mut stop = None;
             let mut next = first;
+            // Records are already in the journal, so the writer may wait a moment for more:
+            // at low concurrency each request's record would otherwise be its own transaction.
+            let linger_until = Instant::now() + LINGER;
             while let Some(m) = next {
                 match m {
                     Msg::Record(r) => batch.push(*r),
@@ -297,7 +302,14 @@ impl Writer {
                 if batch.len() >= BATCH {
                     break;
                 }
-                next = rx.try_recv().ok();
+                next = match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    // Someone waits for a flush: write now.
+                    Err(_) if !waiters.is_empty() => None,
+                    Err(_) => linger_until
+                        .checked_duration_since(Instant::now())
+                        .and_then(|left| rx.recv_timeout(left).ok()),
+                };
             }
             if !batch.is_empty() {
                 self.write(batch).await;
