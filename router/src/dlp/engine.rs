@@ -91,10 +91,7 @@ const TRIGGER_CLASSES: usize = 4;
 fn trigger_class(b: u8) -> Option<usize> {
     match b {
         b'0'..=b'9' => Some(0),
-        b':' => Some(1),
-        b'-' => Some(2),
-        b'@' => Some(3),
-        _ => None,
+        _ => TRIGGER_BYTES.iter().position(|&t| t == b).map(|i| i + 1),
     }
 }
 
@@ -415,10 +412,6 @@ impl Scanner {
                             ends.push((pid.as_usize(), pm.end()));
                         }
                     }
-                }
-                if ends.is_empty() {
-                    pos = s + utf8_len(hay[s]);
-                    continue;
                 }
                 let mut furthest_validated = None;
                 for &(pid, match_end) in &ends {

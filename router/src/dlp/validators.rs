@@ -55,7 +55,7 @@ pub fn ipv6(text: &str) -> bool {
 }
 
 /// A candidate's characters as a validator reads them: on the stack, since validators run on
-/// every candidate and no validated entity is longer than this.
+/// every candidate, and every validated entity fits (a longer candidate spills to the heap).
 type Chars = smallvec::SmallVec<[u8; 48]>;
 
 fn digits(text: &str) -> Chars {
