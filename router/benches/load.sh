@@ -15,7 +15,8 @@
 # sets Cordon's log level (default info: one access-log line per request). CORDON_EXTRA is
 # appended to Cordon's config (for example $'[audit]\nenabled = false' to measure without it).
 # PERF=FILE records Cordon with `perf record -g` during its concurrency-64 run (PERF_ARGS replaces
-# -g, e.g. "--call-graph dwarf"; read it with perf report -i FILE).
+# -g, e.g. "--call-graph dwarf"; read it with perf report -i FILE). The binaries are built into, and
+# run from, CARGO_TARGET_DIR when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION="${DURATION:-10}"
@@ -24,7 +25,7 @@ UP_PORT="${UP_PORT:-18001}"; BARE_PORT="${BARE_PORT:-18002}"; CORDON_PORT="${COR
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --quiet --bin cordon --example bench_upstream --example bare_proxy
-bin=target/release
+bin="${CARGO_TARGET_DIR:-target}/release"
 PIN="${PIN:-0}"
 last=$(( $(nproc) - 1 ))
 # taskset execs the program, so $! stays the program's pid.
