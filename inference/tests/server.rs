@@ -247,10 +247,30 @@ async fn a_full_queue_answers_429() {
         "Hello",
         json!({"temperature": 0, "max_tokens": 200, "ignore_eos": true}),
     );
-    let answers = futures::future::join_all(
-        (0..8).map(|_| post(&server, "/v1/chat/completions", body.clone())),
-    )
-    .await;
+    // The first request must be running before the others arrive, or the second could find the
+    // queue still holding the first and be refused too (seen on a loaded machine).
+    let first = post(&server, "/v1/chat/completions", body.clone());
+    let rest = async {
+        let running = "cordon_inference_active_sequences{model=\"chat\"}";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let metrics = get(&server, "/metrics").await.text().await.unwrap();
+            if metrics.contains(running) && metric(&metrics, running) >= 1.0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first request never ran: {metrics}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        futures::future::join_all(
+            (0..7).map(|_| post(&server, "/v1/chat/completions", body.clone())),
+        )
+        .await
+    };
+    let (first, rest) = tokio::join!(first, rest);
+    let answers: Vec<_> = std::iter::once(first).chain(rest).collect();
     let refused: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
     let served: Vec<_> = answers.iter().filter(|(s, _)| *s == 200).collect();
     assert!(!refused.is_empty(), "{answers:?}");
