@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind as AcMatchKind};
-use regex_automata::hybrid::dfa::{Cache as DfaCache, DFA as LazyDfa, OverlappingState};
+use regex_automata::hybrid::dfa::{Cache as DfaCache, DFA as LazyDfa};
 use regex_automata::meta::Regex as MetaRegex;
 use regex_automata::util::pool::Pool;
 use regex_automata::util::syntax;
@@ -114,31 +114,51 @@ struct Secrets {
 
 /// Keywords and the rules that each one gates.
 struct Keywords {
-    ac: AhoCorasick,
+    /// A DFA walked byte by byte: the keyword gate runs over every byte of every request, and
+    /// only which rules a keyword triggers matters, not where each occurrence is, so the walk
+    /// marks rules as it goes instead of stopping at every match as an overlapping search does.
+    dfa: aho_corasick::dfa::DFA,
+    start: aho_corasick::automaton::StateID,
     rules: Vec<Vec<usize>>,
 }
 
 impl Keywords {
     fn build(words: Vec<(String, Vec<usize>)>) -> Result<Option<Self>, DlpError> {
+        use aho_corasick::automaton::Automaton;
         if words.is_empty() {
             return Ok(None);
         }
         let (words, rules): (Vec<String>, Vec<Vec<usize>>) = words.into_iter().unzip();
-        let ac = AhoCorasickBuilder::new()
+        let compile =
+            |e: &dyn std::fmt::Display| DlpError::Compile(format!("secret keywords: {e}"));
+        let dfa = aho_corasick::dfa::DFA::builder()
             .ascii_case_insensitive(true)
-            // A DFA: the keyword gate runs over every byte of every request.
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            // Never consulted by the walk, which reads every byte.
+            .prefilter(false)
             .build(&words)
-            .map_err(|e| DlpError::Compile(format!("secret keywords: {e}")))?;
-        Ok(Some(Self { ac, rules }))
+            .map_err(|e| compile(&e))?;
+        let start = dfa
+            .start_state(aho_corasick::Anchored::No)
+            .map_err(|e| compile(&e))?;
+        Ok(Some(Self { dfa, start, rules }))
     }
 
     /// Marks the rules of every keyword found in `hay[span]`, overlapping ones included.
     fn mark(&self, hay: &[u8], span: std::ops::Range<usize>, triggered: &mut [bool]) {
-        let input = aho_corasick::Input::new(hay).span(span);
-        for m in self.ac.find_overlapping_iter(input) {
-            for &r in &self.rules[m.pattern().as_usize()] {
-                triggered[r] = true;
+        use aho_corasick::automaton::Automaton;
+        let dfa = &self.dfa;
+        let mut sid = self.start;
+        for &b in &hay[span] {
+            sid = dfa.next_state(aho_corasick::Anchored::No, sid, b);
+            // Without a prefilter the special states are the dead one (which an unanchored
+            // standard search never enters) and the match states.
+            if dfa.is_special(sid) && dfa.is_match(sid) {
+                for i in 0..dfa.match_len(sid) {
+                    for &r in &self.rules[dfa.match_pattern(sid, i).as_usize()] {
+                        triggered[r] = true;
+                    }
+                }
             }
         }
     }
@@ -401,8 +421,8 @@ impl Scanner {
                     break;
                 };
                 let end = (s + MAX_PII_LEN).min(hay.len());
-                let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
-                if !match_ends(&a.all, &mut cache, &input, &mut ends) {
+                if !match_ends(&a.all, &mut cache, hay, (s, end), &mut ends) {
+                    let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
                     // The lazy DFA gave up: ask each matching pattern for its span.
                     ends.clear();
                     let mut set = PatternSet::new(a.all_meta.pattern_len());
@@ -666,32 +686,64 @@ fn windows(hay: &[u8], class: usize, (before, after): (usize, usize)) -> Vec<(us
 /// The single-byte trigger classes after the digits, in class order.
 const TRIGGER_BYTES: [u8; TRIGGER_CLASSES - 1] = [b':', b'-', b'@'];
 
-/// The longest match end of each pattern matching at the anchored start of `input`, by one
-/// overlapping search; `false` when the lazy DFA gave up.
+/// The longest match end of each pattern matching at `hay[start..]` and ending by `end`, from
+/// one walk of the all-matches DFA anchored at `start`; `false` when the lazy DFA gave up.
+///
+/// The walk is what an overlapping search does, without leaving it at every match: in dense
+/// text a candidate start matches several digit-counting patterns at several lengths, and
+/// re-entering the search for each (pattern, end) pair cost more than the bytes walked.
+/// Matches are reported one byte late: the state reached on `hay[at]` holds the matches that end
+/// at `at`, and the byte after the span (or the end of the text) settles the last ones.
 fn match_ends(
     dfa: &LazyDfa,
     cache: &mut DfaCache,
-    input: &Input<'_>,
+    hay: &[u8],
+    (start, end): (usize, usize),
     ends: &mut Vec<(usize, usize)>,
 ) -> bool {
     ends.clear();
-    let mut state = OverlappingState::start();
-    loop {
-        if dfa
-            .try_search_overlapping_fwd(cache, input, &mut state)
-            .is_err()
-        {
-            return false;
+    let config = regex_automata::util::start::Config::new()
+        .anchored(Anchored::Yes)
+        .look_behind(start.checked_sub(1).map(|i| hay[i]));
+    let Ok(mut sid) = dfa.start_state(cache, &config) else {
+        return false;
+    };
+    let mut record = |cache: &DfaCache, sid, at: usize| {
+        for i in 0..dfa.match_len(cache, sid) {
+            let pid = dfa.match_pattern(cache, sid, i).as_usize();
+            match ends.iter_mut().find(|(p, _)| *p == pid) {
+                Some((_, e)) => *e = at,
+                None => ends.push((pid, at)),
+            }
         }
-        let Some(m) = state.get_match() else {
-            return true;
+    };
+    for (i, &b) in hay[start..end].iter().enumerate() {
+        let at = start + i;
+        let Ok(next) = dfa.next_state(cache, sid, b) else {
+            return false;
         };
-        let pid = m.pattern().as_usize();
-        match ends.iter_mut().find(|(p, _)| *p == pid) {
-            Some((_, e)) => *e = (*e).max(m.offset()),
-            None => ends.push((pid, m.offset())),
+        sid = next;
+        if sid.is_tagged() {
+            if sid.is_match() {
+                record(cache, sid, at);
+            } else if sid.is_dead() {
+                return true;
+            } else if sid.is_quit() {
+                return false;
+            }
         }
     }
+    let last = match hay.get(end) {
+        Some(&b) => dfa.next_state(cache, sid, b),
+        None => dfa.next_eoi_state(cache, sid),
+    };
+    match last {
+        Ok(sid) if sid.is_match() => record(cache, sid, end),
+        Ok(sid) if sid.is_quit() => return false,
+        Ok(_) => {}
+        Err(_) => return false,
+    }
+    true
 }
 
 /// The maximal runs of ASCII bytes, in order; the text between them is skipped eight bytes at a
@@ -881,6 +933,45 @@ mod tests {
                     .any(|f| f.entity.starts_with("SECRET_") && &text[f.start..f.end] == token),
                 "{text}: {found:?}"
             );
+        }
+    }
+
+    /// The DFA walk gives what regex-automata's own overlapping search gives: every pattern's
+    /// longest match end, at every start, for spans that end inside the text and at its end.
+    #[test]
+    fn match_ends_agree_with_the_overlapping_search() {
+        use regex_automata::hybrid::dfa::OverlappingState;
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../dlp-rules"));
+        let scanner = Scanner::new(&super::super::load_packs(dir, None).unwrap()).unwrap();
+        let pii = scanner.pii.as_ref().unwrap();
+        let mut text = super::super::corpus::Generator::new(3).prose(6000, true);
+        text.push_str(" 4111 1111 1111 1111 fe80::1:2 a@b.cn 00:1a:2b:3c:4d:5e 13812345678");
+        let hay = text.as_bytes();
+        for (_, a, _) in &pii.gated {
+            let mut cache = a.all.create_cache();
+            let (mut walked, mut searched) = (Vec::new(), Vec::new());
+            for s in 0..hay.len() {
+                for end in [(s + 7).min(hay.len()), (s + MAX_PII_LEN).min(hay.len())] {
+                    assert!(match_ends(&a.all, &mut cache, hay, (s, end), &mut walked));
+                    searched.clear();
+                    let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
+                    let mut state = OverlappingState::start();
+                    loop {
+                        a.all
+                            .try_search_overlapping_fwd(&mut cache, &input, &mut state)
+                            .unwrap();
+                        let Some(m) = state.get_match() else { break };
+                        let pid = m.pattern().as_usize();
+                        match searched.iter_mut().find(|(p, _)| *p == pid) {
+                            Some((_, e)) => *e = m.offset(),
+                            None => searched.push((pid, m.offset())),
+                        }
+                    }
+                    walked.sort_unstable();
+                    searched.sort_unstable();
+                    assert_eq!(walked, searched, "start {s}, end {end}");
+                }
+            }
         }
     }
 
