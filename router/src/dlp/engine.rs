@@ -18,6 +18,7 @@
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind as AcMatchKind};
+use regex_automata::hybrid::LazyStateID;
 use regex_automata::hybrid::dfa::{Cache as DfaCache, DFA as LazyDfa};
 use regex_automata::meta::Regex as MetaRegex;
 use regex_automata::util::pool::Pool;
@@ -353,10 +354,10 @@ impl Scanner {
         let hay = norm.text.as_bytes();
         let mut candidates = Vec::new();
         if let Some(pii) = &self.pii {
-            self.scan_pii(pii, hay, &mut candidates);
+            self.scan_pii(pii, &norm.text, &mut candidates);
         }
         if let Some(secrets) = &self.secrets {
-            self.scan_secrets(secrets, hay, &mut candidates);
+            self.scan_secrets(secrets, &norm.text, &mut candidates);
         }
         let mut findings: Vec<Finding> = resolve(candidates)
             .into_iter()
@@ -392,12 +393,13 @@ impl Scanner {
         findings
     }
 
-    fn scan_pii(&self, pii: &Pii, hay: &[u8], out: &mut Vec<Candidate>) {
+    fn scan_pii(&self, pii: &Pii, text: &str, out: &mut Vec<Candidate>) {
+        let hay = text.as_bytes();
         if let Some(a) = &pii.ungated {
-            self.scan_spans(a, hay, [(0, hay.len())], out);
+            self.scan_spans(a, text, [(0, hay.len())], out);
         }
         for (class, a, reach) in &pii.gated {
-            self.scan_spans(a, hay, windows(hay, *class, *reach), out);
+            self.scan_spans(a, text, windows(hay, *class, *reach), out);
         }
     }
 
@@ -407,11 +409,13 @@ impl Scanner {
     fn scan_spans(
         &self,
         a: &Automata,
-        hay: &[u8],
+        text: &str,
         spans: impl IntoIterator<Item = (usize, usize)>,
         out: &mut Vec<Candidate>,
     ) {
+        let hay = text.as_bytes();
         let mut cache = a.caches.get();
+        let mut starts = StartStates::default();
         let mut ends: Vec<(usize, usize)> = Vec::new();
         let mut pos = 0;
         for (from, to) in spans {
@@ -421,7 +425,7 @@ impl Scanner {
                     break;
                 };
                 let end = (s + MAX_PII_LEN).min(hay.len());
-                if !match_ends(&a.all, &mut cache, hay, (s, end), &mut ends) {
+                if !match_ends(&a.all, &mut cache, &mut starts, hay, (s, end), &mut ends) {
                     let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
                     // The lazy DFA gave up: ask each matching pattern for its span.
                     ends.clear();
@@ -436,7 +440,7 @@ impl Scanner {
                 let mut furthest_validated = None;
                 for &(pid, match_end) in &ends {
                     let rule = a.pattern_rule[pid];
-                    if let Some(c) = self.candidate(rule, hay, s, match_end) {
+                    if let Some(c) = self.candidate(rule, text, s, match_end) {
                         if c.validated {
                             furthest_validated =
                                 Some(furthest_validated.map_or(c.end, |e: usize| e.max(c.end)));
@@ -457,7 +461,8 @@ impl Scanner {
         }
     }
 
-    fn scan_secrets(&self, secrets: &Secrets, hay: &[u8], out: &mut Vec<Candidate>) {
+    fn scan_secrets(&self, secrets: &Secrets, text: &str, out: &mut Vec<Candidate>) {
+        let hay = text.as_bytes();
         let mut triggered = vec![false; self.rules.len()];
         if let Some(k) = &secrets.ascii {
             for run in ascii_runs(hay) {
@@ -483,7 +488,7 @@ impl Scanner {
                 let Some(g) = caps.get(group).or_else(|| caps.get(0)) else {
                     continue;
                 };
-                if let Some(c) = self.candidate(rule, hay, g.start(), g.end()) {
+                if let Some(c) = self.candidate(rule, text, g.start(), g.end()) {
                     out.push(c);
                 }
             }
@@ -491,12 +496,14 @@ impl Scanner {
     }
 
     /// Checks boundary, validator and context words for one match.
-    fn candidate(&self, rule: usize, hay: &[u8], start: usize, end: usize) -> Option<Candidate> {
+    fn candidate(&self, rule: usize, text: &str, start: usize, end: usize) -> Option<Candidate> {
+        let hay = text.as_bytes();
         let r = &self.rules[rule];
         if start >= end || !bounded(hay, start, end, r.boundary) {
             return None;
         }
-        let text = std::str::from_utf8(&hay[start..end]).ok()?;
+        // Not one that splits a character.
+        let text = text.get(start..end)?;
         if r.require_digit && !text.bytes().any(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -697,15 +704,13 @@ const TRIGGER_BYTES: [u8; TRIGGER_CLASSES - 1] = [b':', b'-', b'@'];
 fn match_ends(
     dfa: &LazyDfa,
     cache: &mut DfaCache,
+    starts: &mut StartStates,
     hay: &[u8],
     (start, end): (usize, usize),
     ends: &mut Vec<(usize, usize)>,
 ) -> bool {
     ends.clear();
-    let config = regex_automata::util::start::Config::new()
-        .anchored(Anchored::Yes)
-        .look_behind(start.checked_sub(1).map(|i| hay[i]));
-    let Ok(mut sid) = dfa.start_state(cache, &config) else {
+    let Some(mut sid) = starts.anchored(dfa, cache, start.checked_sub(1).map(|i| hay[i])) else {
         return false;
     };
     let mut record = |cache: &DfaCache, sid, at: usize| {
@@ -744,6 +749,50 @@ fn match_ends(
         Err(_) => return false,
     }
     true
+}
+
+/// The anchored start state for each look-behind byte (and for none), asked of the lazy DFA
+/// once per scan rather than once per candidate. A cleared cache invalidates state ids, so the
+/// table is emptied whenever the cache's clear count moves.
+struct StartStates {
+    clears: usize,
+    ids: [Option<LazyStateID>; 257],
+}
+
+impl Default for StartStates {
+    fn default() -> Self {
+        Self {
+            clears: usize::MAX,
+            ids: [None; 257],
+        }
+    }
+}
+
+impl StartStates {
+    fn anchored(
+        &mut self,
+        dfa: &LazyDfa,
+        cache: &mut DfaCache,
+        look_behind: Option<u8>,
+    ) -> Option<LazyStateID> {
+        if cache.clear_count() != self.clears {
+            self.ids = [None; 257];
+            self.clears = cache.clear_count();
+        }
+        let slot = look_behind.map_or(256, usize::from);
+        if let Some(id) = self.ids[slot] {
+            return Some(id);
+        }
+        let config = regex_automata::util::start::Config::new()
+            .anchored(Anchored::Yes)
+            .look_behind(look_behind);
+        let id = dfa.start_state(cache, &config).ok()?;
+        // Computing a start state can itself clear the cache.
+        if cache.clear_count() == self.clears {
+            self.ids[slot] = Some(id);
+        }
+        Some(id)
+    }
 }
 
 /// The maximal runs of ASCII bytes, in order; the text between them is skipped eight bytes at a
@@ -949,10 +998,18 @@ mod tests {
         let hay = text.as_bytes();
         for (_, a, _) in &pii.gated {
             let mut cache = a.all.create_cache();
+            let mut starts = StartStates::default();
             let (mut walked, mut searched) = (Vec::new(), Vec::new());
             for s in 0..hay.len() {
                 for end in [(s + 7).min(hay.len()), (s + MAX_PII_LEN).min(hay.len())] {
-                    assert!(match_ends(&a.all, &mut cache, hay, (s, end), &mut walked));
+                    assert!(match_ends(
+                        &a.all,
+                        &mut cache,
+                        &mut starts,
+                        hay,
+                        (s, end),
+                        &mut walked
+                    ));
                     searched.clear();
                     let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
                     let mut state = OverlappingState::start();
