@@ -1,8 +1,9 @@
 //! The compiled scanner. Three passes over the normalised text:
 //!
 //! - personal data: the PII patterns compiled together (ASCII classes, byte-oriented) into one
-//!   all-matches lazy DFA per trigger class (a byte every match needs: a digit, `:`, `-` or
-//!   `@`), which reports pattern ids. Each is searched only in windows around its class's bytes.
+//!   all-matches DFA per trigger class (a byte every match needs: a digit, `:`, `-` or `@`),
+//!   which reports pattern ids: compiled in full when it fits (the bundled packs' largest is
+//!   about 190 KB), lazily otherwise. Each is searched only in windows around its class's bytes.
 //!   Candidate starts are read off the bytes (a byte a match can begin with, after a non-word
 //!   byte), and at each, one anchored search gives every pattern that matches there, so a
 //!   candidate that fails its checksum never hides another rule's match; boundaries, validators
@@ -18,10 +19,12 @@
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind as AcMatchKind};
+use regex_automata::dfa::dense::DFA as DenseDfa;
 use regex_automata::hybrid::LazyStateID;
 use regex_automata::hybrid::dfa::{Cache as DfaCache, DFA as LazyDfa};
 use regex_automata::meta::Regex as MetaRegex;
 use regex_automata::util::pool::Pool;
+use regex_automata::util::primitives::StateID as DenseStateID;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind, PatternSet};
 
@@ -61,12 +64,17 @@ struct Pii {
 struct Automata {
     /// The bytes a match can start with, after a byte that is not an ASCII word byte (every
     /// pattern starts with `\b{start-half}`): candidate starts are found by reading bytes, and
-    /// each is tried with one anchored search.
-    starts: ByteSet,
+    /// each is tried with one anchored search. Per byte, bit 1 says it is such a byte and bit 0
+    /// that it is an ASCII word byte, so that one load per byte serves both questions.
+    start_flags: [u8; 256],
     /// All-matches over every pattern, anchored at a candidate start: an overlapping search
     /// gives every pattern's match ends there in one pass.
     all: Arc<LazyDfa>,
     caches: Pool<DfaCache, CacheInit>,
+    /// The same automaton compiled in full, when it fits in [`DENSE_LIMIT`] (every bundled
+    /// pack's does, in well under a megabyte): walked with no cache to consult and no state
+    /// ever to build, give up on or clear.
+    dense: Option<DenseWalk>,
     /// All-matches as a meta regex, and each pattern alone: the fallback when the lazy DFA
     /// gives up on a candidate. Small regexes searched over a short span stay on the fast
     /// engines, where a per-pattern anchored search of the big regexes would fall back to the
@@ -120,6 +128,10 @@ struct Keywords {
     /// marks rules as it goes instead of stopping at every match as an overlapping search does.
     dfa: aho_corasick::dfa::DFA,
     start: aho_corasick::automaton::StateID,
+    /// The bytes that take the start state elsewhere, that is, that can begin a keyword: in
+    /// the start state, the walk skips to the next of them (digits and punctuation, most of a
+    /// dense text, begin none).
+    leaves_start: ByteSet,
     rules: Vec<Vec<usize>>,
 }
 
@@ -142,21 +154,45 @@ impl Keywords {
         let start = dfa
             .start_state(aho_corasick::Anchored::No)
             .map_err(|e| compile(&e))?;
-        Ok(Some(Self { dfa, start, rules }))
+        let leaves_start =
+            ByteSet::from_fn(|b| dfa.next_state(aho_corasick::Anchored::No, start, b) != start);
+        Ok(Some(Self {
+            dfa,
+            start,
+            leaves_start,
+            rules,
+        }))
     }
 
     /// Marks the rules of every keyword found in `hay[span]`, overlapping ones included.
     fn mark(&self, hay: &[u8], span: std::ops::Range<usize>, triggered: &mut [bool]) {
         use aho_corasick::automaton::Automaton;
         let dfa = &self.dfa;
+        let bytes = &hay[span];
+        let leaves = &self.leaves_start;
         let mut sid = self.start;
-        for &b in &hay[span] {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            i += 1;
+            if sid == self.start && !leaves.contains(b) {
+                // The start state loops on this byte and is no match state. Skip the bytes
+                // that keep it there four at a time (digits and punctuation, most of a dense
+                // text, begin no keyword).
+                while let Some(w) = bytes.get(i..i + 4) {
+                    if w.iter().fold(false, |any, &b| any | leaves.contains(b)) {
+                        break;
+                    }
+                    i += 4;
+                }
+                continue;
+            }
             sid = dfa.next_state(aho_corasick::Anchored::No, sid, b);
             // Without a prefilter the special states are the dead one (which an unanchored
             // standard search never enters) and the match states.
             if dfa.is_special(sid) && dfa.is_match(sid) {
-                for i in 0..dfa.match_len(sid) {
-                    for &r in &self.rules[dfa.match_pattern(sid, i).as_usize()] {
+                for m in 0..dfa.match_len(sid) {
+                    for &r in &self.rules[dfa.match_pattern(sid, m).as_usize()] {
                         triggered[r] = true;
                     }
                 }
@@ -414,8 +450,9 @@ impl Scanner {
         out: &mut Vec<Candidate>,
     ) {
         let hay = text.as_bytes();
-        let mut cache = a.caches.get();
-        let mut starts = StartStates::default();
+        // The lazy automaton's cache, taken from the pool only if there is no dense one.
+        let mut lazy = None;
+        let mut hits = Vec::new();
         let mut ends: Vec<(usize, usize)> = Vec::new();
         let mut pos = 0;
         for (from, to) in spans {
@@ -425,7 +462,15 @@ impl Scanner {
                     break;
                 };
                 let end = (s + MAX_PII_LEN).min(hay.len());
-                if !match_ends(&a.all, &mut cache, &mut starts, hay, (s, end), &mut ends) {
+                let walked = match &a.dense {
+                    Some(dense) => dense.match_ends(hay, (s, end), &mut hits, &mut ends),
+                    None => {
+                        let (cache, starts) =
+                            lazy.get_or_insert_with(|| (a.caches.get(), StartStates::default()));
+                        match_ends(&a.all, cache, starts, hay, (s, end), &mut ends)
+                    }
+                };
+                if !walked {
                     let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
                     // The lazy DFA gave up: ask each matching pattern for its span.
                     ends.clear();
@@ -546,12 +591,14 @@ impl Automata {
     /// The first offset in `from..to` at which a match can start: a start byte after a byte
     /// that is not a word byte.
     fn next_start(&self, hay: &[u8], from: usize, to: usize) -> Option<usize> {
-        let mut after_word = from > 0 && WORD_BYTES[usize::from(hay[from - 1])];
+        // 1 after a word byte, else 0: a start byte (flags >> 1 == 1) counts only after a 0.
+        let mut after_word = u8::from(from > 0 && WORD_BYTES[usize::from(hay[from - 1])]);
         for (i, &b) in hay[from..to].iter().enumerate() {
-            if !after_word && self.starts.contains(b) {
+            let flags = self.start_flags[usize::from(b)];
+            if flags >> 1 > after_word {
                 return Some(from + i);
             }
-            after_word = WORD_BYTES[usize::from(b)];
+            after_word = flags & 1;
         }
         None
     }
@@ -601,7 +648,10 @@ impl Automata {
         let starts = start_bytes(&all)
             .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))?;
         Ok(Some(Self {
-            starts,
+            start_flags: std::array::from_fn(|b| {
+                u8::from(starts.contains(b as u8)) << 1 | u8::from(WORD_BYTES[b])
+            }),
+            dense: DenseWalk::build(syntax, &started)?,
             caches: cache_pool(&all),
             all,
             all_meta: build(MatchKind::All, &started)?,
@@ -713,24 +763,19 @@ fn match_ends(
     let Some(mut sid) = starts.anchored(dfa, cache, start.checked_sub(1).map(|i| hay[i])) else {
         return false;
     };
-    let mut record = |cache: &DfaCache, sid, at: usize| {
+    let record = |ends: &mut Vec<(usize, usize)>, cache: &DfaCache, sid, at| {
         for i in 0..dfa.match_len(cache, sid) {
-            let pid = dfa.match_pattern(cache, sid, i).as_usize();
-            match ends.iter_mut().find(|(p, _)| *p == pid) {
-                Some((_, e)) => *e = at,
-                None => ends.push((pid, at)),
-            }
+            record_end(ends, dfa.match_pattern(cache, sid, i).as_usize(), at);
         }
     };
     for (i, &b) in hay[start..end].iter().enumerate() {
-        let at = start + i;
         let Ok(next) = dfa.next_state(cache, sid, b) else {
             return false;
         };
         sid = next;
         if sid.is_tagged() {
             if sid.is_match() {
-                record(cache, sid, at);
+                record(ends, cache, sid, start + i);
             } else if sid.is_dead() {
                 return true;
             } else if sid.is_quit() {
@@ -743,12 +788,160 @@ fn match_ends(
         None => dfa.next_eoi_state(cache, sid),
     };
     match last {
-        Ok(sid) if sid.is_match() => record(cache, sid, end),
+        Ok(sid) if sid.is_match() => record(ends, cache, sid, end),
         Ok(sid) if sid.is_quit() => return false,
         Ok(_) => {}
         Err(_) => return false,
     }
     true
+}
+
+/// Notes that pattern `pid` matches up to `at`: matches are met in order of their ends, so the
+/// last one noted is the longest.
+fn record_end(ends: &mut Vec<(usize, usize)>, pid: usize, at: usize) {
+    match ends.iter_mut().find(|(p, _)| *p == pid) {
+        Some((_, e)) => *e = at,
+        None => ends.push((pid, at)),
+    }
+}
+
+/// The largest fully compiled candidate automaton used; a bigger one (a pack with long counted
+/// repetitions, say) is walked lazily instead.
+const DENSE_LIMIT: usize = 16 << 20;
+
+/// An all-matches DFA anchored at candidate starts, compiled in full, with its start state for
+/// each look-behind byte (and for none, at the start of the text).
+struct DenseWalk {
+    dfa: DenseDfa<Vec<u32>>,
+    starts: Vec<DenseStateID>,
+    /// Per state (by index), where its patterns lie in `pids`: empty for all but match
+    /// states. Read off the DFA once, so that a match costs a slice, not a decoding per pattern.
+    matches: Vec<(u32, u32)>,
+    pids: Vec<u32>,
+}
+
+impl DenseWalk {
+    /// `None` when the DFA would exceed [`DENSE_LIMIT`].
+    fn build(syntax: syntax::Config, patterns: &[&str]) -> Result<Option<Self>, DlpError> {
+        use regex_automata::dfa::Automaton;
+        let compile =
+            |e: &dyn std::fmt::Display| DlpError::Compile(format!("personal-data patterns: {e}"));
+        let config = DenseDfa::config()
+            .match_kind(MatchKind::All)
+            .start_kind(regex_automata::dfa::StartKind::Anchored)
+            // Acceleration serves the crate's own searches; it would only add special states
+            // to the walk.
+            .accelerate(false)
+            .dfa_size_limit(Some(DENSE_LIMIT))
+            .determinize_size_limit(Some(DENSE_LIMIT));
+        let dfa = match DenseDfa::builder()
+            .syntax(syntax)
+            .configure(config)
+            .build_many(patterns)
+        {
+            Ok(dfa) => dfa,
+            Err(e) if e.is_size_limit_exceeded() => return Ok(None),
+            Err(e) => return Err(compile(&e)),
+        };
+        let starts = std::iter::once(None)
+            .chain((0..=255u8).map(Some))
+            .map(|look_behind| {
+                let config = regex_automata::util::start::Config::new()
+                    .anchored(Anchored::Yes)
+                    .look_behind(look_behind);
+                dfa.start_state(&config).map_err(|e| compile(&e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Every state reachable from a start state, by one byte of each class or the end of
+        // the text.
+        let index = |sid: DenseStateID| sid.as_usize() >> dfa.stride2();
+        let mut seen = vec![false; 0];
+        let mut stack = starts.clone();
+        let mut matches = Vec::new();
+        let mut pids = Vec::new();
+        while let Some(sid) = stack.pop() {
+            let i = index(sid);
+            if seen.len() <= i {
+                seen.resize(i + 1, false);
+                matches.resize(i + 1, (0, 0));
+            }
+            if std::mem::replace(&mut seen[i], true) {
+                continue;
+            }
+            if dfa.is_match_state(sid) {
+                let from = pids.len();
+                pids.extend((0..dfa.match_len(sid)).map(|m| dfa.match_pattern(sid, m).as_u32()));
+                matches[i] = (from as u32, (pids.len() - from) as u32);
+            }
+            stack.extend(
+                dfa.byte_classes()
+                    .representatives(0..=255)
+                    .filter_map(|unit| unit.as_u8())
+                    .map(|b| dfa.next_state(sid, b))
+                    .chain(std::iter::once(dfa.next_eoi_state(sid))),
+            );
+        }
+        Ok(Some(Self {
+            dfa,
+            starts,
+            matches,
+            pids,
+        }))
+    }
+
+    /// The patterns match state `sid` holds.
+    fn patterns(&self, sid: DenseStateID) -> &[u32] {
+        let (from, len) = self.matches[sid.as_usize() >> self.dfa.stride2()];
+        &self.pids[from as usize..(from + len) as usize]
+    }
+
+    /// As [`match_ends`]; gives up only on a quit state, which these patterns never make.
+    /// `hits` is scratch space: the match states met, and where.
+    #[inline(always)]
+    fn match_ends(
+        &self,
+        hay: &[u8],
+        (start, end): (usize, usize),
+        hits: &mut Vec<(DenseStateID, usize)>,
+        ends: &mut Vec<(usize, usize)>,
+    ) -> bool {
+        use regex_automata::dfa::Automaton;
+        let dfa = &self.dfa;
+        hits.clear();
+        let mut sid = self.starts[start.checked_sub(1).map_or(0, |i| usize::from(hay[i]) + 1)];
+        let mut walked = true;
+        let mut settled = false;
+        for (i, &b) in hay[start..end].iter().enumerate() {
+            sid = dfa.next_state(sid, b);
+            if dfa.is_special_state(sid) {
+                if dfa.is_match_state(sid) {
+                    hits.push((sid, start + i));
+                } else {
+                    // Dead, or (never, without Unicode `\b` there are no quit bytes) quit.
+                    walked = !dfa.is_quit_state(sid);
+                    settled = true;
+                    break;
+                }
+            }
+        }
+        if !settled {
+            let last = match hay.get(end) {
+                Some(&b) => dfa.next_state(sid, b),
+                None => dfa.next_eoi_state(sid),
+            };
+            if dfa.is_match_state(last) {
+                hits.push((last, end));
+            }
+            walked = !dfa.is_quit_state(last);
+        }
+        ends.clear();
+        for &(sid, at) in hits.iter() {
+            for &pid in self.patterns(sid) {
+                record_end(ends, pid as usize, at);
+            }
+        }
+        walked
+    }
 }
 
 /// The anchored start state for each look-behind byte (and for none), asked of the lazy DFA
@@ -985,6 +1178,106 @@ mod tests {
         }
     }
 
+    /// The keyword walk (which skips ahead while in the start state) marks exactly the rules of
+    /// the keywords an overlapping Aho-Corasick search finds, keywords inside keywords and
+    /// keywords at a span's edges included.
+    #[test]
+    fn keyword_marks_agree_with_the_overlapping_search() {
+        let words = [
+            "key",
+            "accountkey",
+            "sk-",
+            "sk-ant-",
+            "q~",
+            "-----begin",
+            "api",
+            "k",
+        ];
+        let keywords = Keywords::build(
+            words
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (w.to_string(), vec![i]))
+                .collect(),
+        )
+        .unwrap()
+        .unwrap();
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(words)
+            .unwrap();
+        // Text over a small alphabet, so that keywords and their prefixes are frequent.
+        // Digit and punctuation runs, which the walk skips a word at a time, and bytes that
+        // are not ASCII.
+        let alphabet = b"akeyscountq~-Bgin 09pI0123456789 ,.:;0123456789\xe4\xb8 ";
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let text: Vec<u8> = (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                alphabet[(x % alphabet.len() as u64) as usize]
+            })
+            .collect();
+        for len in [0, 1, 2, 3, 5, 8, 13, 40, 200] {
+            for from in (0..text.len() - len).step_by(97) {
+                let span = from..from + len;
+                let mut walked = vec![false; words.len()];
+                keywords.mark(&text, span.clone(), &mut walked);
+                let mut searched = vec![false; words.len()];
+                for m in ac.find_overlapping_iter(&text[span.clone()]) {
+                    searched[m.pattern().as_usize()] = true;
+                }
+                assert_eq!(walked, searched, "span {span:?}");
+            }
+        }
+    }
+
+    /// A pack whose patterns would make the full DFA too big (a `1` 22 places from the end
+    /// needs a state per combination of the last 22 bits) is walked by the lazy DFA, and
+    /// finds the same as ever, the bundled rules' matches included.
+    #[test]
+    fn an_automaton_too_big_to_compile_in_full_is_walked_lazily() {
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../dlp-rules"));
+        let mut packs = super::super::load_packs(dir, None).unwrap();
+        packs.push(
+            Pack::parse(
+                r#"
+[pack]
+name = "big"
+[[rules]]
+id = "late_one"
+entity = "LATE_ONE"
+patterns = ['x[01]{0,40}1[01]{21}']
+positive = ["x1000000000000000000000", "x01000000000000000000000", "x111111111111111111111111"]
+negative = ["x0000000000000000000000", "x100000000000000000000", "y1000000000000000000000"]
+"#,
+                std::path::Path::new("big.toml"),
+            )
+            .unwrap(),
+        );
+        let scanner = Scanner::new(&packs).unwrap();
+        let pii = scanner.pii.as_ref().unwrap();
+        assert!(pii.gated.iter().any(|(_, a, _)| a.dense.is_none()));
+        let late = format!("x1{}", "0".repeat(21));
+        let text = format!("电话13812345678谢谢 {late} 身份证号11010519491231002X，");
+        let found: Vec<_> = scanner
+            .scan(&text)
+            .into_iter()
+            .map(|f| (f.entity.to_string(), text[f.start..f.end].to_owned()))
+            .collect();
+        for (entity, value) in [
+            ("PHONE_NUMBER", "13812345678"),
+            ("LATE_ONE", late.as_str()),
+            ("CN_RESIDENT_ID", "11010519491231002X"),
+        ] {
+            assert!(
+                found.iter().any(|(e, v)| e == entity && v == value),
+                "{entity} {value}: {found:?}"
+            );
+        }
+    }
+
     /// The DFA walk gives what regex-automata's own overlapping search gives: every pattern's
     /// longest match end, at every start, for spans that end inside the text and at its end.
     #[test]
@@ -997,8 +1290,10 @@ mod tests {
         text.push_str(" 4111 1111 1111 1111 fe80::1:2 a@b.cn 00:1a:2b:3c:4d:5e 13812345678");
         let hay = text.as_bytes();
         for (_, a, _) in &pii.gated {
+            let dense = a.dense.as_ref().expect("the bundled packs compile in full");
             let mut cache = a.all.create_cache();
             let mut starts = StartStates::default();
+            let (mut walked_dense, mut hits) = (Vec::new(), Vec::new());
             let (mut walked, mut searched) = (Vec::new(), Vec::new());
             for s in 0..hay.len() {
                 for end in [(s + 7).min(hay.len()), (s + MAX_PII_LEN).min(hay.len())] {
@@ -1010,6 +1305,7 @@ mod tests {
                         (s, end),
                         &mut walked
                     ));
+                    assert!(dense.match_ends(hay, (s, end), &mut hits, &mut walked_dense));
                     searched.clear();
                     let input = Input::new(hay).span(s..end).anchored(Anchored::Yes);
                     let mut state = OverlappingState::start();
@@ -1025,8 +1321,10 @@ mod tests {
                         }
                     }
                     walked.sort_unstable();
+                    walked_dense.sort_unstable();
                     searched.sort_unstable();
-                    assert_eq!(walked, searched, "start {s}, end {end}");
+                    assert_eq!(walked, searched, "lazy walk: start {s}, end {end}");
+                    assert_eq!(walked_dense, searched, "dense walk: start {s}, end {end}");
                 }
             }
         }
