@@ -184,8 +184,10 @@ fn a_prefill_after_cached_tokens_matches_one_whole_prefill() {
         .unwrap()
         .remove(0)
         .narrow(0, 10, tail.len() as i64);
+    // The two prefills multiply in different blockings, so f32 rounding differs: held to the
+    // same 1e-4 as the reference parity above (1e-5 failed by 1.007e-5 on an AMD EPYC host).
     let diff = (&split - &whole).abs().max().double_value(&[]);
-    assert!(diff < 1e-5, "max difference {diff}");
+    assert!(diff < 1e-4, "max difference {diff}");
 }
 
 #[test]
