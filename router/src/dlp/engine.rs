@@ -909,30 +909,25 @@ impl DenseWalk {
         let dfa = &self.dfa;
         hits.clear();
         let mut sid = self.starts[start.checked_sub(1).map_or(0, |i| usize::from(hay[i]) + 1)];
-        let mut walked = true;
-        let mut settled = false;
-        for (i, &b) in hay[start..end].iter().enumerate() {
-            sid = dfa.next_state(sid, b);
-            if dfa.is_special_state(sid) {
-                if dfa.is_match_state(sid) {
+        // The state that settles the walk: dead (or quit) part-way, else the one after the span.
+        let last = 'walk: {
+            for (i, &b) in hay[start..end].iter().enumerate() {
+                sid = dfa.next_state(sid, b);
+                if dfa.is_special_state(sid) {
+                    if !dfa.is_match_state(sid) {
+                        // Dead, or (never: without Unicode `\b` there are no quit bytes) quit.
+                        break 'walk sid;
+                    }
                     hits.push((sid, start + i));
-                } else {
-                    // Dead, or (never, without Unicode `\b` there are no quit bytes) quit.
-                    walked = !dfa.is_quit_state(sid);
-                    settled = true;
-                    break;
                 }
             }
-        }
-        if !settled {
-            let last = match hay.get(end) {
+            match hay.get(end) {
                 Some(&b) => dfa.next_state(sid, b),
                 None => dfa.next_eoi_state(sid),
-            };
-            if dfa.is_match_state(last) {
-                hits.push((last, end));
             }
-            walked = !dfa.is_quit_state(last);
+        };
+        if dfa.is_match_state(last) {
+            hits.push((last, end));
         }
         ends.clear();
         for &(sid, at) in hits.iter() {
@@ -940,7 +935,7 @@ impl DenseWalk {
                 record_end(ends, pid as usize, at);
             }
         }
-        walked
+        !dfa.is_quit_state(last)
     }
 }
 
