@@ -30,6 +30,7 @@ use regex_automata::{Anchored, Input, MatchKind, PatternSet};
 
 use super::normalize::normalize;
 use super::pack::{Boundary, Engine, Pack, Rule, Severity};
+use super::starts::{StartBytes, StartCursor, is_word_byte};
 use super::trigger::{self, ByteSet};
 use super::{DlpError, Finding};
 
@@ -63,10 +64,9 @@ struct Pii {
 /// One compiled group of personal-data patterns.
 struct Automata {
     /// The bytes a match can start with, after a byte that is not an ASCII word byte (every
-    /// pattern starts with `\b{start-half}`): candidate starts are found by reading bytes, and
-    /// each is tried with one anchored search. Per byte, bit 1 says it is such a byte and bit 0
-    /// that it is an ASCII word byte, so that one load per byte serves both questions.
-    start_flags: [u8; 256],
+    /// pattern starts with `\b{start-half}`): candidate starts are read off the text a block at
+    /// a time, and each is tried with one anchored search.
+    starts: StartBytes,
     /// All-matches over every pattern, anchored at a candidate start: an overlapping search
     /// gives every pattern's match ends there in one pass.
     all: Arc<LazyDfa>,
@@ -454,11 +454,12 @@ impl Scanner {
         let mut lazy = None;
         let mut hits = Vec::new();
         let mut ends: Vec<(usize, usize)> = Vec::new();
+        let mut cursor = StartCursor::default();
         let mut pos = 0;
         for (from, to) in spans {
             pos = pos.max(from);
             while pos < to {
-                let Some(s) = a.next_start(hay, pos, to) else {
+                let Some(s) = cursor.next(&a.starts, hay, pos, to) else {
                     break;
                 };
                 let end = (s + MAX_PII_LEN).min(hay.len());
@@ -493,15 +494,9 @@ impl Scanner {
                         out.push(c);
                     }
                 }
-                // Step past a validated finding; otherwise try the next character, or past the
-                // digit run the candidate starts with (a candidate inside it is skipped anyway).
-                pos = furthest_validated.unwrap_or_else(|| {
-                    s + hay[s..]
-                        .iter()
-                        .take_while(|b| b.is_ascii_digit())
-                        .count()
-                        .max(utf8_len(hay[s]))
-                });
+                // Step past a validated finding; otherwise on to the next start (none lies
+                // inside a digit run or a character).
+                pos = furthest_validated.unwrap_or(s + 1);
             }
         }
     }
@@ -588,21 +583,6 @@ impl Scanner {
 }
 
 impl Automata {
-    /// The first offset in `from..to` at which a match can start: a start byte after a byte
-    /// that is not a word byte.
-    fn next_start(&self, hay: &[u8], from: usize, to: usize) -> Option<usize> {
-        // 1 after a word byte, else 0: a start byte (flags >> 1 == 1) counts only after a 0.
-        let mut after_word = u8::from(from > 0 && WORD_BYTES[usize::from(hay[from - 1])]);
-        for (i, &b) in hay[from..to].iter().enumerate() {
-            let flags = self.start_flags[usize::from(b)];
-            if flags >> 1 > after_word {
-                return Some(from + i);
-            }
-            after_word = flags & 1;
-        }
-        None
-    }
-
     fn build(patterns: &[&str], pattern_rule: Vec<usize>) -> Result<Option<Self>, DlpError> {
         if patterns.is_empty() {
             return Ok(None);
@@ -648,9 +628,7 @@ impl Automata {
         let starts = start_bytes(&all)
             .map_err(|e| DlpError::Compile(format!("personal-data patterns: {e}")))?;
         Ok(Some(Self {
-            start_flags: std::array::from_fn(|b| {
-                u8::from(starts.contains(b as u8)) << 1 | u8::from(WORD_BYTES[b])
-            }),
+            starts: StartBytes::new(&starts),
             dense: DenseWalk::build(syntax, &started)?,
             caches: cache_pool(&all),
             all,
@@ -663,22 +641,6 @@ impl Automata {
         }))
     }
 }
-
-/// Whether a byte is an ASCII word byte, as `\b` without Unicode sees it.
-const fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
-/// [`is_word_byte`] as a table, for the loop that looks for candidate starts.
-static WORD_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = is_word_byte(b as u8);
-        b += 1;
-    }
-    table
-};
 
 /// The bytes on which an anchored search of `dfa` can leave its start state for a live one,
 /// after any look-behind byte that is not a word byte (or none).
@@ -1017,15 +979,6 @@ fn next_where(hay: &[u8], from: usize, ascii: bool) -> usize {
         .iter()
         .position(|b| b.is_ascii() == ascii)
         .unwrap_or(hay.len() - i)
-}
-
-fn utf8_len(lead: u8) -> usize {
-    match lead {
-        0xF0..=0xFF => 4,
-        0xE0..=0xEF => 3,
-        0xC0..=0xDF => 2,
-        _ => 1,
-    }
 }
 
 /// Whether the match has no forbidden neighbour.

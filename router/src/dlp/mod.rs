@@ -13,6 +13,7 @@ pub mod normalize;
 pub mod pack;
 pub mod redact;
 pub mod restore;
+mod starts;
 pub mod trigger;
 pub mod unmask;
 pub mod validators;
