@@ -4,8 +4,8 @@
 //!   all-matches DFA per trigger class (a byte every match needs: a digit, `:`, `-` or `@`),
 //!   which reports pattern ids: compiled in full when it fits (the bundled packs' largest is
 //!   about 190 KB), lazily otherwise. Each is searched only in windows around its class's bytes.
-//!   Candidate starts are read off the bytes (a byte a match can begin with, after a non-word
-//!   byte), and at each, one anchored search gives every pattern that matches there, so a
+//!   Candidate starts are read off the text a block at a time (a byte a match can begin with,
+//!   after a non-word byte), and at each, one anchored search gives every pattern that matches there, so a
 //!   candidate that fails its checksum never hides another rule's match; boundaries, validators
 //!   and context words are checked only on candidates;
 //! - secrets: one Aho-Corasick pass over every rule's keywords (the ASCII ones over the runs of
@@ -30,7 +30,7 @@ use regex_automata::{Anchored, Input, MatchKind, PatternSet};
 
 use super::normalize::normalize;
 use super::pack::{Boundary, Engine, Pack, Rule, Severity};
-use super::starts::{StartBytes, StartCursor, is_word_byte};
+use super::starts::{Cursor, StartBytes, is_word_byte};
 use super::trigger::{self, ByteSet};
 use super::{DlpError, Finding};
 
@@ -108,9 +108,9 @@ fn trigger_class(b: u8) -> Option<usize> {
 const MAX_PII_LEN: usize = 320;
 
 struct Secrets {
-    /// The keywords made of ASCII bytes only, searched in each run of ASCII bytes (no such
-    /// keyword can span a byte outside one): most of a Chinese text is skipped word by word
-    /// instead of being walked byte by byte through the automaton.
+    /// The keywords made of ASCII bytes only: a byte outside ASCII takes their automaton back
+    /// to its start state, so most of a Chinese text is skipped a block at a time instead of
+    /// being walked byte by byte.
     ascii: Option<Keywords>,
     /// Keywords with other bytes and no ASCII letter (`密码`), each looked for with memmem over
     /// the whole text: the automaton's prefilter counts bytes above 0x7F as rare, which in
@@ -132,6 +132,8 @@ struct Keywords {
     /// the start state, the walk skips to the next of them (digits and punctuation, most of a
     /// dense text, begin none).
     leaves_start: ByteSet,
+    /// No byte outside ASCII leaves the start state: the walk skips runs of them whole.
+    ascii_only: bool,
     rules: Vec<Vec<usize>>,
 }
 
@@ -156,10 +158,12 @@ impl Keywords {
             .map_err(|e| compile(&e))?;
         let leaves_start =
             ByteSet::from_fn(|b| dfa.next_state(aho_corasick::Anchored::No, start, b) != start);
+        let ascii_only = (0x80..=0xFF).all(|b| !leaves_start.contains(b));
         Ok(Some(Self {
             dfa,
             start,
             leaves_start,
+            ascii_only,
             rules,
         }))
     }
@@ -178,9 +182,16 @@ impl Keywords {
             if sid == self.start && !leaves.contains(b) {
                 // The start state loops on this byte and is no match state. Skip the bytes
                 // that keep it there four at a time (digits and punctuation, most of a dense
-                // text, begin no keyword).
+                // text, begin no keyword), and when none outside ASCII begins a keyword, a
+                // run of those eight at a time (Chinese text).
+                let high = if self.ascii_only { 0x8080_8080 } else { 0 };
                 while let Some(w) = bytes.get(i..i + 4) {
+                    let w: &[u8; 4] = w.try_into().expect("four bytes");
                     if w.iter().fold(false, |any, &b| any | leaves.contains(b)) {
+                        break;
+                    }
+                    if u32::from_le_bytes(*w) & high == 0x8080_8080 {
+                        i = next_ascii(bytes, i + 4);
                         break;
                     }
                     i += 4;
@@ -199,6 +210,25 @@ impl Keywords {
             }
         }
     }
+}
+
+/// The first offset from `from` whose byte is ASCII, or the length: eight bytes at a time.
+fn next_ascii(hay: &[u8], from: usize) -> usize {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(word) = hay.get(i..i + 8) {
+        // High bits clear where a byte is ASCII.
+        let ascii = !u64::from_le_bytes(word.try_into().expect("eight bytes")) & HIGH;
+        if ascii != 0 {
+            return i + (ascii.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    // Fewer than eight bytes are left.
+    i + hay[i..]
+        .iter()
+        .position(u8::is_ascii)
+        .unwrap_or(hay.len() - i)
 }
 
 struct DictionaryMatcher {
@@ -454,7 +484,7 @@ impl Scanner {
         let mut lazy = None;
         let mut hits = Vec::new();
         let mut ends: Vec<(usize, usize)> = Vec::new();
-        let mut cursor = StartCursor::default();
+        let mut cursor = Cursor::default();
         let mut pos = 0;
         for (from, to) in spans {
             pos = pos.max(from);
@@ -505,9 +535,7 @@ impl Scanner {
         let hay = text.as_bytes();
         let mut triggered = vec![false; self.rules.len()];
         if let Some(k) = &secrets.ascii {
-            for run in ascii_runs(hay) {
-                k.mark(hay, run, &mut triggered);
-            }
+            k.mark(hay, 0..hay.len(), &mut triggered);
         }
         for (finder, rules) in &secrets.exact {
             if finder.find(hay).is_some() {
@@ -945,42 +973,6 @@ impl StartStates {
     }
 }
 
-/// The maximal runs of ASCII bytes, in order; the text between them is skipped eight bytes at a
-/// time.
-fn ascii_runs(hay: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        let start = next_where(hay, pos, true);
-        if start >= hay.len() {
-            return None;
-        }
-        let end = next_where(hay, start, false);
-        pos = end;
-        Some(start..end)
-    })
-}
-
-/// The first offset from `from` whose byte is ASCII (`ascii`) or not (`!ascii`), or the
-/// length.
-fn next_where(hay: &[u8], from: usize, ascii: bool) -> usize {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut i = from;
-    while let Some(word) = hay.get(i..i + 8) {
-        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        // High bits set where a byte is not ASCII; flipped to look for ASCII ones.
-        let hits = if ascii { !w & HIGH } else { w & HIGH };
-        if hits != 0 {
-            return i + (hits.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    // Fewer than eight bytes are left.
-    i + hay[i..]
-        .iter()
-        .position(|b| b.is_ascii() == ascii)
-        .unwrap_or(hay.len() - i)
-}
-
 /// Whether the match has no forbidden neighbour.
 fn bounded(hay: &[u8], start: usize, end: usize, boundary: Boundary) -> bool {
     let forbidden: fn(&u8) -> bool = match boundary {
@@ -1076,37 +1068,6 @@ mod tests {
     }
 
     #[test]
-    fn ascii_runs_are_the_maximal_ones() {
-        for text in [
-            "",
-            "plain",
-            "密码",
-            "密码ghp_x",
-            "ghp_x密码",
-            "a密b码cdefghijklmnop密码码码码码码码qrstuvwx",
-            "token=abc，密钥 AKIA0123456789ABCDEF。done",
-        ] {
-            let hay = text.as_bytes();
-            let mut naive = Vec::new();
-            let mut start = None;
-            for (i, b) in hay.iter().enumerate() {
-                match (b.is_ascii(), start) {
-                    (true, None) => start = Some(i),
-                    (false, Some(s)) => {
-                        naive.push(s..i);
-                        start = None;
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(s) = start {
-                naive.push(s..hay.len());
-            }
-            assert_eq!(ascii_runs(hay).collect::<Vec<_>>(), naive, "{text}");
-        }
-    }
-
-    #[test]
     fn keywords_are_found_next_to_chinese_text() {
         let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../dlp-rules"));
         let scanner = Scanner::new(&super::super::load_packs(dir, None).unwrap()).unwrap();
@@ -1155,18 +1116,44 @@ mod tests {
             .build(words)
             .unwrap();
         // Text over a small alphabet, so that keywords and their prefixes are frequent.
-        // Digit and punctuation runs, which the walk skips a word at a time, and bytes that
-        // are not ASCII.
-        let alphabet = b"akeyscountq~-Bgin 09pI0123456789 ,.:;0123456789\xe4\xb8 ";
+        // Digit and punctuation runs, which the walk skips four bytes at a time, and runs of
+        // bytes outside ASCII (Chinese characters), which it skips whole.
+        let alphabet: [&[u8]; 26] = [
+            b"a",
+            b"k",
+            b"e",
+            b"y",
+            b"s",
+            b"c",
+            b"o",
+            b"u",
+            b"n",
+            b"t",
+            b"q~",
+            b"-",
+            b"B",
+            b"g",
+            b"i",
+            b"n ",
+            b"p",
+            b"I",
+            b"0123",
+            b"456789",
+            b" ,.",
+            b":;",
+            "\u{4e2d}".as_bytes(),
+            "\u{6587}\u{5bc6}".as_bytes(),
+            b"\xe4\xb8",
+            "\u{7801}\u{3002}\u{6587}".as_bytes(),
+        ];
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let text: Vec<u8> = (0..20_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                alphabet[(x % alphabet.len() as u64) as usize]
-            })
-            .collect();
+        let mut text: Vec<u8> = Vec::new();
+        while text.len() < 20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.extend_from_slice(alphabet[(x % alphabet.len() as u64) as usize]);
+        }
         for len in [0, 1, 2, 3, 5, 8, 13, 40, 200] {
             for from in (0..text.len() - len).step_by(97) {
                 let span = from..from + len;
