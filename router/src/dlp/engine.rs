@@ -52,11 +52,11 @@ pub struct Scanner {
 }
 
 struct Pii {
-    /// Per trigger class, the patterns every match of which holds a byte of that class: searched
-    /// only in windows around such bytes, with how far around one a match can reach
-    /// (before, after). A class of its own per automaton keeps, say, the e-mail pattern (`@`)
-    /// from starting a candidate at every word near a digit.
-    gated: Vec<(usize, Automata, (usize, usize))>,
+    /// Per trigger class, the patterns every match of which holds a byte of that class: their
+    /// candidates are started only in windows just before such bytes, as far back as a match
+    /// can begin before its first one. A class of its own per automaton keeps, say, the e-mail
+    /// pattern (`@`) from starting a candidate at every word near a digit.
+    gated: Vec<(usize, Automata, usize)>,
     /// Patterns that can match without one: searched over the whole text.
     ungated: Option<Automata>,
 }
@@ -260,7 +260,7 @@ impl Scanner {
 
         let mut gated: [(Vec<&str>, Vec<usize>); TRIGGER_CLASSES] = Default::default();
         let mut ungated: (Vec<&str>, Vec<usize>) = Default::default();
-        let mut reach = [(0usize, 0usize); TRIGGER_CLASSES];
+        let mut reach = [0usize; TRIGGER_CLASSES];
         let classes: [ByteSet; TRIGGER_CLASSES] =
             std::array::from_fn(|c| ByteSet::from_fn(|b| trigger_class(b) == Some(c)));
         for (i, r) in rules
@@ -287,8 +287,7 @@ impl Scanner {
                     });
                 match best {
                     Some((c, r)) => {
-                        reach[c].0 = reach[c].0.max(bound(r.before));
-                        reach[c].1 = reach[c].1.max(bound(r.len));
+                        reach[c] = reach[c].max(bound(r.before));
                         gated[c].0.push(p.as_str());
                         gated[c].1.push(i);
                     }
@@ -693,12 +692,14 @@ fn start_bytes(dfa: &LazyDfa) -> Result<ByteSet, String> {
     Ok(ByteSet::from_fn(|b| live[b as usize]))
 }
 
-/// The merged windows around the trigger bytes of one class in which its matches can lie, in
-/// order: from each trigger byte less `reach.0` to it plus `reach.1`. Digits, the commonest
-/// class, are read in blocks of 32 bytes (the test vectorises); a block with digits opens a
-/// window from its first one, less the reach back, to its last one plus the reach forward, never
-/// narrower than the digits' own windows. The other classes are single bytes found with memchr.
-fn windows(hay: &[u8], class: usize, (before, after): (usize, usize)) -> Vec<(usize, usize)> {
+/// The merged windows in which the matches of one class's patterns can start, in order: from
+/// each trigger byte less `before` (the most bytes a match can have before its first trigger
+/// byte) to the byte itself. A walk from a start reads on past its window as far as a match
+/// can reach. Digits, the commonest class, are read in blocks of 32 bytes (the test
+/// vectorises); a block with digits opens a window from its first one, less `before`, to its
+/// last one, never narrower than the digits' own windows. The other classes are single bytes
+/// found with memchr.
+fn windows(hay: &[u8], class: usize, before: usize) -> Vec<(usize, usize)> {
     const BLOCK: usize = 32;
     let mut merged: Vec<(usize, usize)> = Vec::new();
     let mut push = |from: usize, to: usize| match merged.last_mut() {
@@ -718,13 +719,13 @@ fn windows(hay: &[u8], class: usize, (before, after): (usize, usize)) -> Vec<(us
             };
             push(
                 (k * BLOCK + first).saturating_sub(before),
-                (k * BLOCK + last + after + 1).min(hay.len()),
+                k * BLOCK + last + 1,
             );
         }
     } else {
         let byte = TRIGGER_BYTES[class - 1];
         for i in memchr::memchr_iter(byte, hay) {
-            push(i.saturating_sub(before), (i + after + 1).min(hay.len()));
+            push(i.saturating_sub(before), i + 1);
         }
     }
     merged
@@ -1271,18 +1272,22 @@ negative = ["x0000000000000000000000", "x100000000000000000000", "y1000000000000
         hay[1000] = b'7';
         hay[1010] = b'8';
         hay[3000] = b'@';
-        let w = windows(&hay, 0, (14, 44));
+        let w = windows(&hay, 0, 14);
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].0 <= 1000 - 14 && w[0].1 > 1010 + 44, "{w:?}");
-        let w = windows(&hay, 3, (320, 320));
-        assert_eq!(w, vec![(3000 - 320, 3000 + 321)]);
+        assert!(w[0].0 <= 1000 - 14 && w[0].1 > 1010, "{w:?}");
+        let w = windows(&hay, 3, 320);
+        assert_eq!(w, vec![(3000 - 320, 3000 + 1)]);
         // Windows that touch merge; `@` windows ignore digits.
         hay[2700] = b'@';
-        let w = windows(&hay, 3, (320, 320));
-        assert_eq!(w, vec![(2700 - 320, 3000 + 321)]);
-        assert!(windows(&hay, 1, (4, 39)).is_empty());
+        let w = windows(&hay, 3, 320);
+        assert_eq!(w, vec![(2700 - 320, 3000 + 1)]);
+        hay[2000] = b'@';
+        let w = windows(&hay, 3, 320);
+        assert_eq!(w, vec![(2000 - 320, 2001), (2700 - 320, 3000 + 1)]);
+        assert!(windows(&hay, 1, 4).is_empty());
         // A window is clipped to the text.
+        hay[2] = b':';
         hay[4095] = b':';
-        assert_eq!(windows(&hay, 1, (4, 39)), vec![(4091, 4096)]);
+        assert_eq!(windows(&hay, 1, 4), vec![(0, 3), (4091, 4096)]);
     }
 }
