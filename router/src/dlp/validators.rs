@@ -50,8 +50,15 @@ impl Validator {
 /// addresses anyone means.
 pub fn ipv6(text: &str) -> bool {
     // Without `::` an address has all eight groups (the pattern admits no IPv4 tail): a time
-    // such as `12:34:56` is not one, and the parser need not say so.
-    if !text.contains("::") && text.bytes().filter(|&b| b == b':').count() != 7 {
+    // such as `12:34:56` is not one, and the parser need not say so. One pass over the bytes.
+    let (mut colons, mut double, mut after_colon) = (0, false, false);
+    for b in text.bytes() {
+        let colon = b == b':';
+        colons += usize::from(colon);
+        double |= colon && after_colon;
+        after_colon = colon;
+    }
+    if !double && colons != 7 {
         return false;
     }
     let groups = text.split(':').filter(|g| !g.is_empty()).count();
@@ -79,6 +86,18 @@ fn alnum_upper(text: &str) -> Chars {
 
 /// Payment cards: 13 to 19 digits, an issuer prefix (3 to 6, or 2221 to 2720), Luhn.
 pub fn luhn(text: &str) -> bool {
+    // The issuer prefix first, before the digits are gathered: most long numbers fail it.
+    let mut lead = text.bytes().filter(u8::is_ascii_digit);
+    match lead.next() {
+        Some(b'3'..=b'6') => {}
+        Some(b'2') => {
+            let prefix4 = lead.take(3).fold(2u32, |a, b| a * 10 + u32::from(b - b'0'));
+            if !(2221..=2720).contains(&prefix4) {
+                return false;
+            }
+        }
+        _ => return false,
+    }
     let d = digits(text);
     if !(13..=19).contains(&d.len()) || d.iter().all(|&x| x == d[0]) {
         return false;
@@ -305,9 +324,19 @@ pub fn cn_uscc(text: &str) -> bool {
         }
         table
     };
+    // The registering authority and kind come first: most 18-digit numbers fail there, so
+    // they are read before the rest is gathered.
+    let mut lead = text
+        .bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| b.to_ascii_uppercase());
+    match (lead.next(), lead.next()) {
+        (Some(authority), Some(kind))
+            if b"123456789ANY".contains(&authority) && b"1239".contains(&kind) => {}
+        _ => return false,
+    }
     let s = alnum_upper(text);
-    // The registering authority and kind come first: most 18-digit numbers fail here.
-    if s.len() != 18 || !b"123456789ANY".contains(&s[0]) || !b"1239".contains(&s[1]) {
+    if s.len() != 18 {
         return false;
     }
     let mut values = [0u32; 18];
