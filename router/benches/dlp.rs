@@ -15,6 +15,10 @@ use cordon_router::dlp::unmask::Unmasker;
 use cordon_router::dlp::{Action, ActionTable, Pseudonyms, Scanner, load_packs};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+// The allocator the `cordon` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn scanner() -> Scanner {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../dlp-rules"));
     Scanner::new(&load_packs(dir, None).expect("bundled packs")).expect("packs compile")
@@ -41,27 +45,7 @@ fn scan_throughput(c: &mut Criterion) {
 
 fn chat_request(c: &mut Criterion) {
     let scanner = scanner();
-    let mut generator = Generator::new(11);
-    let mut messages = vec![
-        serde_json::json!({"role": "system", "content": "You are a helpful assistant for the bank's operations team."}),
-    ];
-    let mut size = 0;
-    while size < 10 * 1024 {
-        let text = format!(
-            "{} {}",
-            generator.prose(600, false),
-            generator.sample().text
-        );
-        size += text.len();
-        let role = if messages.len() % 2 == 1 {
-            "user"
-        } else {
-            "assistant"
-        };
-        messages.push(serde_json::json!({"role": role, "content": text}));
-    }
-    let body = serde_json::to_vec(&serde_json::json!({"model": "gpt-4o", "messages": messages}))
-        .expect("json");
+    let body = Generator::new(11).chat_request(10 * 1024);
     let table = ActionTable::new(Action::Pseudonymise).with("SECRET_*", Action::Block);
     let mut group = c.benchmark_group("chat_request_10kb");
     group.throughput(Throughput::Bytes(body.len() as u64));

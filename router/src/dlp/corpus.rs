@@ -570,6 +570,28 @@ impl Generator {
     }
 
     /// Mixed Chinese and English prose with a sparse sprinkling of personal data, `bytes` long.
+    /// A typical chat completion request body of about `bytes` of message text: a system
+    /// prompt, then user and assistant turns of prose, each with one labelled sample.
+    pub fn chat_request(&mut self, bytes: usize) -> Vec<u8> {
+        let mut messages = vec![serde_json::json!({
+            "role": "system",
+            "content": "You are a helpful assistant for the bank's operations team.",
+        })];
+        let mut size = 0;
+        while size < bytes {
+            let text = format!("{} {}", self.prose(600, false), self.sample().text);
+            size += text.len();
+            let role = if messages.len() % 2 == 1 {
+                "user"
+            } else {
+                "assistant"
+            };
+            messages.push(serde_json::json!({"role": role, "content": text}));
+        }
+        serde_json::to_vec(&serde_json::json!({"model": "gpt-4o", "messages": messages}))
+            .expect("a JSON value serialises")
+    }
+
     pub fn prose(&mut self, bytes: usize, dense_digits: bool) -> String {
         const FILLER: [&str; 6] = [
             "The quarterly review covers revenue, headcount and the roadmap for the next release. ",
