@@ -215,6 +215,26 @@ mod tests {
 
     const JSON: Option<&str> = Some("application/json");
 
+    /// The offset of the first bad byte is reported exactly, also deep in a long body of
+    /// multi-byte characters (read by the vectorised check a block at a time).
+    #[test]
+    fn invalid_utf8_names_the_first_bad_byte() {
+        let mut body = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"{}"#,
+            "中文".repeat(100)
+        )
+        .into_bytes();
+        let at = body.len();
+        body.extend_from_slice(b"\xe4\xb8\"}]}");
+        let err = parse(Api::ChatCompletions, JSON, &body).expect_err("invalid UTF-8");
+        assert_eq!(err.status, 400);
+        assert!(
+            err.message.contains(&format!("offset {at}")),
+            "{}",
+            err.message
+        );
+    }
+
     #[test]
     fn table_of_bad_inputs() {
         // (api, content type, body, expected status, expected code)
