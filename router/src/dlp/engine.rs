@@ -3,13 +3,14 @@
 //! - personal data: the PII patterns compiled together (ASCII classes, byte-oriented) into one
 //!   all-matches DFA per trigger class (a byte every match needs: a digit, `:`, `-` or `@`),
 //!   which reports pattern ids: compiled in full when it fits (the bundled packs' largest is
-//!   about 190 KB), lazily otherwise. Each is searched only in windows around its class's bytes.
-//!   Candidate starts are read off the text a block at a time (a byte a match can begin with,
-//!   after a non-word byte), and at each, one anchored search gives every pattern that matches there, so a
-//!   candidate that fails its checksum never hides another rule's match; boundaries, validators
-//!   and context words are checked only on candidates;
-//! - secrets: one Aho-Corasick pass over every rule's keywords (the ASCII ones over the runs of
-//!   ASCII bytes only); only rules whose keywords occur run their `(?-u)` byte regex, as
+//!   about 190 KB), lazily otherwise. Its candidates start only in windows just before its
+//!   class's bytes. Candidate starts are read off the text a block at a time (a byte a match
+//!   can begin with, after a non-word byte), and at each, one anchored search gives every
+//!   pattern that matches there, so a candidate that fails its checksum never hides another
+//!   rule's match; boundaries, validators and context words are checked only on candidates;
+//! - secrets: one Aho-Corasick pass over every rule's keywords (skipping runs of bytes that
+//!   begin none, Chinese text among them); only rules whose keywords occur run their `(?-u)`
+//!   byte regex, as
 //!   gitleaks does;
 //! - dictionaries: one Aho-Corasick pass over custom terms.
 //!
@@ -278,7 +279,7 @@ impl Scanner {
                     .enumerate()
                     .filter_map(|(c, set)| Some((c, trigger::reach(hir.as_ref()?, set)?)))
                     .min_by_key(|(c, r)| (r.before.is_none(), std::cmp::Reverse(*c)))
-                    // A digit-free match is not wanted: windows around digits, as wide as the
+                    // A digit-free match is not wanted: windows before digits, as wide as the
                     // longest match.
                     .or_else(|| {
                         let len = hir.as_ref()?.properties().maximum_len();
