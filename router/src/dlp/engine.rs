@@ -10,8 +10,7 @@
 //!   rule's match; boundaries, validators and context words are checked only on candidates;
 //! - secrets: one Aho-Corasick pass over every rule's keywords (skipping runs of bytes that
 //!   begin none, Chinese text among them); only rules whose keywords occur run their `(?-u)`
-//!   byte regex, as
-//!   gitleaks does;
+//!   byte regex, as gitleaks does;
 //! - dictionaries: one Aho-Corasick pass over custom terms.
 //!
 //! Overlapping candidates are resolved: validated beats unvalidated, longer beats shorter, then
