@@ -109,8 +109,8 @@ const MAX_PII_LEN: usize = 320;
 
 struct Secrets {
     /// The keywords made of ASCII bytes only: a byte outside ASCII takes their automaton back
-    /// to its start state, so most of a Chinese text is skipped a block at a time instead of
-    /// being walked byte by byte.
+    /// to its start state, so most of a Chinese text is skipped eight bytes at a time instead
+    /// of being walked byte by byte.
     ascii: Option<Keywords>,
     /// Keywords with other bytes and no ASCII letter (`密码`), each looked for with memmem over
     /// the whole text: the automaton's prefilter counts bytes above 0x7F as rare, which in
