@@ -4,8 +4,8 @@
 //! a byte that is not an ASCII word byte (every pattern starts with `\b{start-half}`), and never
 //! inside a UTF-8 character. In a text dense with digits such a start comes every few bytes, so
 //! finding the next one byte by byte cost about as much as the walks from them. Here a block of
-//! 64 bytes is classified at once, 16 bytes to a vector (`wide`: SSE2 on x86-64, NEON on aarch64, scalar elsewhere), into
-//! a mask, and the scan takes its bits one at a time.
+//! 64 bytes is classified at once, 16 bytes to a vector (`wide`: SSE2 on x86-64, NEON on
+//! aarch64, scalar elsewhere), into a mask, and the scan takes its bits one at a time.
 
 use wide::u8x16;
 
@@ -52,9 +52,7 @@ impl StartBytes {
             starts.contains(b) && !(0x80..0xC0).contains(&b)
         })))
     }
-}
 
-impl StartBytes {
     /// Bit `j` set: `hay[base + j]` is a start byte after a byte that is not a word byte, or
     /// at the start of the text. Bits past the text are clear.
     #[inline(never)]
