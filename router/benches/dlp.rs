@@ -8,9 +8,7 @@
 use std::hint::black_box;
 use std::path::Path;
 
-use cordon_router::api::{self, Api};
 use cordon_router::dlp::corpus::Generator;
-use cordon_router::dlp::json::{apply_request, scan_request};
 use cordon_router::dlp::unmask::Unmasker;
 use cordon_router::dlp::{Action, ActionTable, Pseudonyms, Scanner, load_packs};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -53,25 +51,7 @@ fn chat_request(c: &mut Criterion) {
         b.iter(|| memchr::memchr_iter(b'@', black_box(&body)).count())
     });
     group.bench_function("parse_scan_pseudonymise_serialise", |b| {
-        b.iter(|| {
-            let mut req = api::parse(
-                Api::ChatCompletions,
-                Some("application/json"),
-                black_box(&body),
-            )
-            .expect("valid");
-            let findings = scan_request(&scanner, Api::ChatCompletions, &mut req.body);
-            let mut p = Pseudonyms::default();
-            let _ = apply_request(
-                Api::ChatCompletions,
-                &mut req.body,
-                &findings,
-                &table,
-                b"k",
-                &mut p,
-            );
-            serde_json::to_vec(&req.body).expect("json").len()
-        })
+        b.iter(|| Generator::chat_round_trip(&scanner, &table, black_box(&body)))
     });
     group.finish();
 }

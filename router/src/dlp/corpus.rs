@@ -6,6 +6,10 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::json::{apply_request, scan_request};
+use super::{ActionTable, Pseudonyms, Scanner};
+use crate::api::{self, Api};
+
 /// One sentence and the entities it holds, as byte spans.
 pub struct Sample {
     pub text: String,
@@ -590,6 +594,27 @@ impl Generator {
         }
         serde_json::to_vec(&serde_json::json!({"model": "gpt-4o", "messages": messages}))
             .expect("a JSON value serialises")
+    }
+
+    /// What the DLP bench's chat request measures, once: parse `body`, scan it, pseudonymise
+    /// per `table` and serialise it again; the rewritten body's length.
+    pub fn chat_round_trip(scanner: &Scanner, table: &ActionTable, body: &[u8]) -> usize {
+        let mut req = api::parse(Api::ChatCompletions, Some("application/json"), body)
+            .expect("a valid chat request");
+        let findings = scan_request(scanner, Api::ChatCompletions, &mut req.body);
+        let mut pseudonyms = Pseudonyms::default();
+        // A blocked request is rewritten all the same: the bench measures the work.
+        let _ = apply_request(
+            Api::ChatCompletions,
+            &mut req.body,
+            &findings,
+            table,
+            b"k",
+            &mut pseudonyms,
+        );
+        serde_json::to_vec(&req.body)
+            .expect("a JSON value serialises")
+            .len()
     }
 
     pub fn prose(&mut self, bytes: usize, dense_digits: bool) -> String {

@@ -14,23 +14,26 @@ use super::trigger::ByteSet;
 /// Above this many ranges in a set, a block is read byte by byte instead.
 const MAX_RANGES: usize = 12;
 
-/// A set of bytes.
-struct ByteMask {
+/// The bytes a match can begin with.
+pub(super) struct StartBytes {
     table: [bool; 256],
     /// The set as vector tests, when it has few enough ranges.
     vector: Option<Ranges>,
 }
 
-impl ByteMask {
-    fn new(set: &ByteSet) -> Self {
-        let ranges = ranges(set);
+impl StartBytes {
+    /// From the bytes that can begin a match; those inside a UTF-8 character (0x80 to 0xBF)
+    /// are dropped, since no match starts there.
+    pub(super) fn new(starts: &ByteSet) -> Self {
+        let set = ByteSet::from_fn(|b| starts.contains(b) && !(0x80..0xC0).contains(&b));
+        let ranges = ranges(&set);
         Self {
             table: std::array::from_fn(|b| set.contains(b as u8)),
             vector: (ranges.len() <= MAX_RANGES).then(|| Ranges::new(&ranges)),
         }
     }
 
-    /// Bit `j` set: `chunk[j]` is in the set.
+    /// Bit `j` set: `chunk[j]` is a start byte.
     fn members(&self, chunk: &[u8; 64]) -> u64 {
         match &self.vector {
             Some(ranges) => bitmask(ranges.test(&vectors(chunk))),
@@ -39,19 +42,6 @@ impl ByteMask {
             }),
         }
     }
-}
-
-/// The bytes a match can begin with.
-pub(super) struct StartBytes(ByteMask);
-
-impl StartBytes {
-    /// From the bytes that can begin a match; those inside a UTF-8 character (0x80 to 0xBF)
-    /// are dropped, since no match starts there.
-    pub(super) fn new(starts: &ByteSet) -> Self {
-        Self(ByteMask::new(&ByteSet::from_fn(|b| {
-            starts.contains(b) && !(0x80..0xC0).contains(&b)
-        })))
-    }
 
     /// Bit `j` set: `hay[base + j]` is a start byte after a byte that is not a word byte, or
     /// at the start of the text. Bits past the text are clear.
@@ -59,7 +49,7 @@ impl StartBytes {
     fn block(&self, hay: &[u8], base: usize) -> u64 {
         let (chunk, valid) = chunk(hay, base);
         let word_before = u64::from(base > 0 && is_word_byte(hay[base - 1]));
-        self.0.members(&chunk) & !(words(&chunk) << 1 | word_before) & valid
+        self.members(&chunk) & !(words(&chunk) << 1 | word_before) & valid
     }
 }
 
@@ -102,7 +92,7 @@ impl Cursor {
     #[inline(always)]
     pub(super) fn next(
         &mut self,
-        blocks: &StartBytes,
+        starts: &StartBytes,
         hay: &[u8],
         mut from: usize,
         to: usize,
@@ -111,7 +101,7 @@ impl Cursor {
             let block = from / 64;
             if block != self.block {
                 self.block = block;
-                self.mask = blocks.block(hay, block * 64);
+                self.mask = starts.block(hay, block * 64);
             }
             let ahead = self.mask & (u64::MAX << (from % 64));
             if ahead != 0 {
@@ -278,7 +268,7 @@ mod tests {
     fn vector_and_table_members_agree() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(6);
         for round in 0..300 {
-            let mask = ByteMask::new(&random_set(&mut rng, round));
+            let mask = StartBytes::new(&random_set(&mut rng, round));
             let chunk: [u8; 64] = std::array::from_fn(|_| rng.random());
             let table = chunk.iter().enumerate().fold(0, |m, (j, &b)| {
                 m | u64::from(mask.table[usize::from(b)]) << j
