@@ -62,6 +62,9 @@ impl Database {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
+            // An embedded SQLite connection cannot drop, so the ping before each acquire (a
+            // round trip through sqlx's worker thread, two context switches) buys nothing there.
+            .test_before_acquire(backend != Backend::Sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

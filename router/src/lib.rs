@@ -14,6 +14,7 @@ pub mod dlp;
 pub mod error;
 pub mod health;
 pub mod keys;
+pub mod logwriter;
 pub mod metrics;
 pub mod policy;
 pub mod providers;

@@ -250,11 +250,17 @@ enum KeysCommand {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // Log lines are written by a background thread, so a slow disk never stalls a request.
-    // Not lossy: when the buffer is full, the request waits rather than a line being dropped.
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stderr());
+    // Log lines are written by a background thread in batches, so a slow disk never stalls a
+    // request and a line costs no wakeup. Not lossy: when the buffer is full, the request waits
+    // rather than a line being dropped.
+    let (writer, _flush_on_exit) = match cordon_router::logwriter::LogWriter::new(std::io::stderr())
+    {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: cannot start the log writer thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CORDON_LOG")
