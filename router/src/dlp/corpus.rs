@@ -573,7 +573,6 @@ impl Generator {
         s
     }
 
-    /// Mixed Chinese and English prose with a sparse sprinkling of personal data, `bytes` long.
     /// A typical chat completion request body of about `bytes` of message text: a system
     /// prompt, then user and assistant turns of prose, each with one labelled sample.
     pub fn chat_request(&mut self, bytes: usize) -> Vec<u8> {
@@ -617,6 +616,7 @@ impl Generator {
             .len()
     }
 
+    /// Mixed Chinese and English prose with a sparse sprinkling of personal data, `bytes` long.
     pub fn prose(&mut self, bytes: usize, dense_digits: bool) -> String {
         const FILLER: [&str; 6] = [
             "The quarterly review covers revenue, headcount and the roadmap for the next release. ",

@@ -102,10 +102,6 @@ pub fn luhn(text: &str) -> bool {
     if !(13..=19).contains(&d.len()) || d.iter().all(|&x| x == d[0]) {
         return false;
     }
-    let prefix4 = d[..4].iter().fold(0u32, |a, &x| a * 10 + u32::from(x));
-    if !matches!(d[0], 3..=6) && !(2221..=2720).contains(&prefix4) {
-        return false;
-    }
     // An 18-digit number shaped like a resident ID (province and birth date) is not a card,
     // even when it happens to pass Luhn (one in ten do).
     if d.len() == 18 && cn_id_shaped(&d) {
@@ -529,6 +525,9 @@ mod tests {
         assert!(luhn("6212345678901265")); // UnionPay, 16 digits
         assert!(luhn("6217000010012345677")); // UnionPay, 19 digits
         assert!(!luhn("1234567812345670")); // passes Luhn, no issuer starts with 1
+        assert!(luhn("2223 0031 2200 3222")); // Mastercard's 2-series, 2221 to 2720
+        assert!(!luhn("2000000000000006")); // passes Luhn, below the 2-series
+        assert!(!luhn("2721000000000004")); // passes Luhn, above it
         assert!(!luhn("4111 1111 1111 1112"));
         assert!(!luhn("0000000000000000"));
     }
