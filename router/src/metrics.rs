@@ -22,6 +22,9 @@ pub struct Metrics {
     pub policy_reloads: IntCounter,
     pub policy_reload_failures: IntCounter,
     pub policy_shadow_differences: IntCounter,
+    /// Decisions answered from the decision cache, and evaluations that filled it.
+    policy_cache_hits: IntCounter,
+    policy_cache_misses: IntCounter,
     /// 1 for each bundle in force, by role (`active`, `shadow`) and version.
     pub policy_info: IntGaugeVec,
     /// Audit records by state: written, spooled, replayed, failed (since start).
@@ -117,6 +120,16 @@ impl Metrics {
             &["model"],
         )
         .expect("static metric definition");
+        let policy_cache = IntCounterVec::new(
+            Opts::new(
+                "cordon_policy_decision_cache_total",
+                "Policy decisions by decision cache result: hit (answered from the cache) or miss (evaluated, then cached)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let policy_cache_hits = policy_cache.with_label_values(&["hit"]);
+        let policy_cache_misses = policy_cache.with_label_values(&["miss"]);
         let policy_info = IntGaugeVec::new(
             Opts::new("cordon_policy_bundle_info", "The policy bundles in force"),
             &["role", "version"],
@@ -158,6 +171,7 @@ impl Metrics {
             &tokens,
             &policy_decisions,
             &policy_fail_open,
+            &policy_cache,
         ] {
             registry
                 .register(Box::new(c.clone()))
@@ -181,11 +195,21 @@ impl Metrics {
             policy_reloads,
             policy_reload_failures,
             policy_shadow_differences,
+            policy_cache_hits,
+            policy_cache_misses,
             policy_info,
             audit,
             dlp_reloads,
             dlp_reload_failures,
             dlp_info,
+        }
+    }
+
+    pub fn count_decision_cache(&self, used: crate::policy::CacheUse) {
+        match used {
+            crate::policy::CacheUse::Hit => self.policy_cache_hits.inc(),
+            crate::policy::CacheUse::Miss => self.policy_cache_misses.inc(),
+            crate::policy::CacheUse::Off => {}
         }
     }
 

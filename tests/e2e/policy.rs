@@ -164,6 +164,46 @@ async fn denials_carry_the_policy_reasons() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn decisions_are_cached_by_what_the_policies_read() {
+    let fx = Fixture::start().await;
+    let gw = Gateway::start(&fx.config());
+    assert_eq!(readyz(&gw).await["policy"]["decision_cache"], "on");
+    let hits = async || {
+        metric(
+            &get_text(&gw, "/metrics").await,
+            "cordon_policy_decision_cache_total{result=\"hit\"",
+        )
+    };
+    // gpt-4o is restricted: the same caller is denied again, from the cache, whatever the
+    // prompt says (the policies do not read the text's size).
+    for text in [
+        "hello",
+        "a much longer question about the quarterly numbers",
+    ] {
+        let resp = post(&gw, &gw.key, chat("gpt-4o", text), &[]).await;
+        assert_eq!(resp.status(), 403);
+    }
+    assert!(hits().await >= 1.0);
+    // Another caller is another key: a member of the group is let through.
+    let premium = gw.create_key(&["--group", "llm-premium"]);
+    let resp = post(&gw, &premium, chat("gpt-4o", "hello"), &[]).await;
+    assert_eq!(resp.status(), 200);
+    // What DLP finds and the classification header are read: each changes the route.
+    let resp = post(&gw, &premium, chat("gpt-4o", &format!("id {CN_ID}")), &[]).await;
+    assert_eq!(resp.headers()["x-cordon-route"], "private");
+    let resp = post(
+        &gw,
+        &premium,
+        chat("gpt-4o", "hello"),
+        &[("x-cordon-classification", "confidential")],
+    )
+    .await;
+    assert_eq!(resp.headers()["x-cordon-route"], "private");
+    let resp = post(&gw, &premium, chat("gpt-4o", "hello"), &[]).await;
+    assert_eq!(resp.headers()["x-cordon-route"], "hosted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_max_tokens_cap_is_applied() {
     let fx = Fixture::start().await;
     let gw = Gateway::start(&fx.config());

@@ -94,6 +94,10 @@ impl Price {
 /// The VM's instruction limit per evaluation when `policy.max_instructions` is not set.
 pub const DEFAULT_POLICY_MAX_INSTRUCTIONS: usize = 100_000;
 
+/// Decisions cached per worker thread when `policy.decision_cache` is not set (a few MiB at
+/// most: a key is the JSON of what the bundle reads, a few hundred bytes).
+pub const DEFAULT_POLICY_DECISION_CACHE: usize = 4096;
+
 /// Request headers a policy sees when `policy.header_allowlist` is not set.
 pub const DEFAULT_POLICY_HEADERS: [&str; 3] = [
     "x-cordon-classification",
@@ -581,6 +585,7 @@ impl Validator<'_> {
             dir,
             shadow_dir,
             max_instructions,
+            decision_cache: raw.decision_cache.unwrap_or(DEFAULT_POLICY_DECISION_CACHE),
             test_before_use: raw.test_before_use.unwrap_or(true),
             watch: raw.watch.unwrap_or(true),
             header_allowlist,

@@ -158,6 +158,7 @@ pub struct RawPolicy {
     pub dir: Option<PathBuf>,
     pub shadow_dir: Option<PathBuf>,
     pub max_instructions: Option<usize>,
+    pub decision_cache: Option<usize>,
     pub test_before_use: Option<bool>,
     pub watch: Option<bool>,
     pub header_allowlist: Option<Vec<String>>,

@@ -15,6 +15,7 @@ use regorus::{Engine, Value};
 
 use super::PolicyError;
 use super::bundle::Bundle;
+use super::cache::{DecisionCache, InputReads};
 use super::decision::Decision;
 use super::input::PolicyInput;
 
@@ -33,6 +34,20 @@ pub struct CompiledBundle {
     interpreter: Engine,
     generation: u64,
     max_instructions: usize,
+    /// What the bundle reads of the input (the decision cache's key), or why its decisions
+    /// cannot be cached.
+    reads: Result<InputReads, String>,
+    /// Cached decisions per worker thread; 0 turns the cache off.
+    cache_entries: usize,
+}
+
+/// Whether a decision came from the decision cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    Hit,
+    Miss,
+    /// The cache is off, or the bundle's decisions cannot be cached.
+    Off,
 }
 
 impl std::fmt::Debug for CompiledBundle {
@@ -44,10 +59,17 @@ impl std::fmt::Debug for CompiledBundle {
     }
 }
 
+/// One bundle's VM on one worker thread, with the decisions it has cached.
+struct Slot {
+    generation: u64,
+    vm: RegoVM,
+    cache: DecisionCache,
+}
+
 thread_local! {
     /// This thread's VMs, one per bundle generation it has evaluated recently (active and
     /// shadow, plus the previous ones briefly after a reload).
-    static VMS: RefCell<Vec<(u64, RegoVM)>> = const { RefCell::new(Vec::new()) };
+    static VMS: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
 
 const VMS_PER_THREAD: usize = 4;
@@ -86,6 +108,7 @@ impl CompiledBundle {
         let program = Compiler::compile_from_policy(&compiled, &[ENTRYPOINT])
             .map_err(|e| compile(format!("the Rego VM compiler: {e}")))?;
         let data = engine.get_data();
+        let reads = InputReads::of(&bundle);
         let this = Self {
             bundle: Arc::new(bundle),
             program,
@@ -93,14 +116,32 @@ impl CompiledBundle {
             interpreter: engine,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             max_instructions,
+            reads,
+            cache_entries: 0,
         };
         // The data must not collide with rule paths; find out now rather than per request.
         this.new_vm().map_err(compile)?;
         Ok(this)
     }
 
+    /// Keeps up to `entries` decisions per worker thread (0: none), when the bundle's decisions
+    /// can be cached at all.
+    pub fn with_decision_cache(mut self, entries: usize) -> Self {
+        self.cache_entries = entries;
+        self
+    }
+
     pub fn version(&self) -> &str {
         &self.bundle.version
+    }
+
+    /// `Ok` when decisions are cached; otherwise why not (for `/readyz`).
+    pub fn decision_cache(&self) -> Result<(), String> {
+        match &self.reads {
+            Ok(_) if self.cache_entries > 0 => Ok(()),
+            Ok(_) => Err("policy.decision_cache is 0".to_owned()),
+            Err(why) => Err(why.clone()),
+        }
     }
 
     fn new_vm(&self) -> Result<RegoVM, String> {
@@ -115,10 +156,39 @@ impl CompiledBundle {
     /// Evaluates a request on this thread's VM and reads the decision back. Never fails:
     /// anything that goes wrong is a `policy_error` denial.
     pub fn evaluate(&self, input: &PolicyInput) -> Decision {
-        match self.evaluate_value(input.to_rego()) {
-            Ok(v) => decision_from(&v),
-            Err(e) => Decision::policy_error(e),
-        }
+        self.evaluate_cached(input).0
+    }
+
+    /// [`Self::evaluate`], answered from this thread's decision cache when an earlier request
+    /// showed the bundle the same input. Policy errors are never cached.
+    pub fn evaluate_cached(&self, input: &PolicyInput) -> (Decision, CacheUse) {
+        let key = match &self.reads {
+            Ok(reads) if self.cache_entries > 0 => {
+                let mut key = Vec::with_capacity(256);
+                input.cache_key(reads, &mut key);
+                Some(key)
+            }
+            _ => None,
+        };
+        self.with_slot(|slot| {
+            if let Some(d) = key.as_ref().and_then(|k| slot.cache.get(k)) {
+                return Ok((d.clone(), CacheUse::Hit));
+            }
+            let decision = match run(&mut slot.vm, input.to_rego()) {
+                Ok(v) => decision_from(&v),
+                Err(e) => return Err(e),
+            };
+            let used = match key {
+                Some(key) if !decision.is_policy_error() => {
+                    slot.cache.insert(key, decision.clone(), self.cache_entries);
+                    CacheUse::Miss
+                }
+                Some(_) => CacheUse::Miss,
+                None => CacheUse::Off,
+            };
+            Ok((decision, used))
+        })
+        .unwrap_or_else(|e| (Decision::policy_error(e), CacheUse::Off))
     }
 
     /// Evaluates a JSON input document on the VM: the raw decision (null when undefined or
@@ -135,34 +205,33 @@ impl CompiledBundle {
 
     /// Runs the VM on an input document; returns the raw decision value.
     pub fn evaluate_value(&self, input: Value) -> Result<Value, String> {
+        self.with_slot(|slot| run(&mut slot.vm, input))
+    }
+
+    /// Runs `f` on this thread's slot for this bundle (made on first use). A slot whose VM
+    /// failed is dropped, so that a VM stopped mid-way (instruction limit) starts afresh.
+    fn with_slot<T>(&self, f: impl FnOnce(&mut Slot) -> Result<T, String>) -> Result<T, String> {
         VMS.with(|cell| {
-            let mut vms = cell.borrow_mut();
-            let idx = match vms.iter().position(|(g, _)| *g == self.generation) {
+            let mut slots = cell.borrow_mut();
+            let idx = match slots.iter().position(|s| s.generation == self.generation) {
                 Some(i) => i,
                 None => {
-                    if vms.len() >= VMS_PER_THREAD {
-                        vms.remove(0);
+                    if slots.len() >= VMS_PER_THREAD {
+                        slots.remove(0);
                     }
-                    vms.push((self.generation, self.new_vm()?));
-                    vms.len() - 1
+                    slots.push(Slot {
+                        generation: self.generation,
+                        vm: self.new_vm()?,
+                        cache: DecisionCache::default(),
+                    });
+                    slots.len() - 1
                 }
             };
-            let vm = &mut vms[idx].1;
-            vm.set_input(input);
-            let outcome =
-                std::panic::catch_unwind(AssertUnwindSafe(|| vm.execute_entry_point_by_index(0)));
-            match outcome {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => {
-                    // A VM stopped mid-way (instruction limit) starts afresh next time.
-                    vms.remove(idx);
-                    Err(format!("evaluation failed: {e}"))
-                }
-                Err(_) => {
-                    vms.remove(idx);
-                    Err("evaluation panicked".to_owned())
-                }
+            let outcome = f(&mut slots[idx]);
+            if outcome.is_err() {
+                slots.remove(idx);
             }
+            outcome
         })
     }
 
@@ -212,6 +281,16 @@ impl CompiledBundle {
                 .collect(),
             prints,
         })
+    }
+}
+
+/// One evaluation on a VM; a panic inside regorus is an error like any other.
+fn run(vm: &mut RegoVM, input: Value) -> Result<Value, String> {
+    vm.set_input(input);
+    match std::panic::catch_unwind(AssertUnwindSafe(|| vm.execute_entry_point_by_index(0))) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("evaluation failed: {e}")),
+        Err(_) => Err("evaluation panicked".to_owned()),
     }
 }
 
@@ -306,6 +385,155 @@ mod tests {
         .unwrap();
         let e = c.evaluate_value(Value::new_object()).unwrap_err();
         assert!(e.contains("nstruction"), "{e}");
+    }
+
+    /// A request to the bundled policies; `vary` changes what the policies never read.
+    fn request(
+        team: &str,
+        groups: &[&str],
+        model: &str,
+        findings: &[&str],
+        classification: Option<&str>,
+        hour: u8,
+        vary: u64,
+    ) -> PolicyInput {
+        use crate::policy::input::*;
+        PolicyInput {
+            schema: INPUT_SCHEMA,
+            request_id: format!("req-{vary}"),
+            time: TimeFacts {
+                unix_ms: 1_700_000_000_000 + vary as i64,
+                rfc3339: format!("2026-12-01T{hour:02}:00:{:02}Z", vary % 60),
+                hour,
+                minute: (vary % 60) as u8,
+                weekday: "tuesday",
+            },
+            source: SourceFacts::default(),
+            user: UserFacts {
+                authenticated: true,
+                id: Some("alice".into()),
+                auth_method: Some("api_key"),
+                api_key_id: Some("k1".into()),
+                team: Some(team.into()),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                roles: vec![],
+                attributes: Default::default(),
+            },
+            request: RequestFacts {
+                api: "chat",
+                model: model.into(),
+                model_route: "hosted",
+                stream: vary.is_multiple_of(2),
+                max_tokens: Some(100 + vary),
+                tools: vec![],
+                messages: MessageFacts {
+                    count: 1 + vary,
+                    roles: vec!["user".into()],
+                },
+                characters: 10 * vary,
+                estimated_tokens: 3 * vary,
+                headers: classification
+                    .map(|c| ("x-cordon-classification".to_owned(), c.to_owned()))
+                    .into_iter()
+                    .collect(),
+            },
+            dlp: DlpFacts {
+                scanned: true,
+                complete: true,
+                findings: findings
+                    .iter()
+                    .map(|e| FindingFacts {
+                        entity_type: e.to_string(),
+                        count: 1,
+                        max_confidence: 0.9,
+                        severity: crate::dlp::Severity::High,
+                        locations: vec!["messages[0].content".into()],
+                    })
+                    .collect(),
+            },
+            usage: UsageFacts::default(),
+            route_health: RouteHealth {
+                private: true,
+                hosted: true,
+            },
+            mode: Mode::Enforce,
+        }
+    }
+
+    #[test]
+    fn cached_decisions_equal_fresh_ones() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let load = || CompiledBundle::compile(Bundle::load(&dir).unwrap(), 100_000).unwrap();
+        let cached = load().with_decision_cache(64);
+        let fresh = load();
+        assert_eq!(cached.decision_cache(), Ok(()));
+        assert!(fresh.decision_cache().is_err(), "off unless asked for");
+        let mut requests = Vec::new();
+        // Every request twice over, with what the policies do not read changed each time; the
+        // variations touch each field they do read.
+        for vary in 0..3 {
+            for (team, groups, model, findings, class, hour) in [
+                ("payments", &[][..], "gpt-4o-mini", &[][..], None, 10),
+                ("payments", &[], "gpt-4o", &[], None, 10),
+                ("payments", &["llm-premium"][..], "gpt-4o", &[], None, 10),
+                ("research", &[], "gpt-4o", &[], None, 10),
+                ("interns-sandbox", &[], "gpt-4o-mini", &[], None, 10),
+                ("legal", &[], "gpt-4o-mini", &[], None, 10),
+                (
+                    "payments",
+                    &[],
+                    "gpt-4o-mini",
+                    &["EMAIL_ADDRESS"][..],
+                    None,
+                    10,
+                ),
+                ("payments", &[], "gpt-4o-mini", &["CREDIT_CARD"], None, 10),
+                (
+                    "payments",
+                    &[],
+                    "gpt-4o-mini",
+                    &["SECRET_AWS_KEY"],
+                    None,
+                    10,
+                ),
+                (
+                    "payments",
+                    &[],
+                    "gpt-4o-mini",
+                    &["SECRET_AWS_KEY"],
+                    Some("confidential"),
+                    10,
+                ),
+                (
+                    "payments",
+                    &[],
+                    "gpt-4o-mini",
+                    &[],
+                    Some("confidential"),
+                    10,
+                ),
+                ("payments", &["contractors"], "gpt-4o-mini", &[], None, 10),
+                ("payments", &["contractors"], "gpt-4o-mini", &[], None, 22),
+                ("interns", &[], "gpt-4o-mini", &[], None, 10),
+            ] {
+                requests.push(request(team, groups, model, findings, class, hour, vary));
+            }
+        }
+        let mut hits = 0;
+        let mut distinct = std::collections::HashSet::new();
+        for r in &requests {
+            let (d, used) = cached.evaluate_cached(r);
+            assert_eq!(d, fresh.evaluate(r), "{r:?}");
+            assert!(!d.is_policy_error(), "{d:?}");
+            hits += usize::from(used == CacheUse::Hit);
+            distinct.insert(format!("{d:?}"));
+        }
+        // The first round fills the cache, the other two are answered from it.
+        assert_eq!(hits, 2 * requests.len() / 3);
+        assert!(
+            distinct.len() >= 8,
+            "the variations reach different decisions"
+        );
     }
 
     #[test]

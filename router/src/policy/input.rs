@@ -11,6 +11,8 @@ use crate::api::Api;
 use crate::dlp::Severity;
 use crate::dlp::json::{EntitySummary, for_each_text};
 
+use super::cache::{InputReads, Read};
+
 pub const INPUT_SCHEMA: &str = "cordon.input/v1";
 
 #[derive(Debug, Clone, Serialize)]
@@ -245,6 +247,82 @@ impl RequestFacts {
             },
             complete,
         )
+    }
+}
+
+impl PolicyInput {
+    /// Appends the decision cache's key for this input: the JSON of every part the bundle
+    /// reads ([`InputReads`]), each followed by a NUL byte (which compact JSON never holds), in
+    /// the reads' fixed order. Equal keys mean equal inputs as far as the bundle can see.
+    pub fn cache_key(&self, reads: &InputReads, out: &mut Vec<u8>) {
+        fn put(out: &mut Vec<u8>, v: &impl Serialize) {
+            // Writing these types to memory cannot fail.
+            let _ = serde_json::to_writer(&mut *out, v);
+            out.push(0);
+        }
+        /// The named sub-fields of a struct; names the input does not have are always undefined
+        /// and add nothing.
+        macro_rules! pick {
+            ($subs:expr, $s:expr, [$($f:ident),* $(,)?]) => {
+                for sub in $subs {
+                    match sub.as_str() {
+                        $(stringify!($f) => put(out, &$s.$f),)*
+                        _ => {}
+                    }
+                }
+            };
+        }
+        for (field, read) in reads.fields() {
+            let subs = match read {
+                Read::Whole => None,
+                Read::Fields(f) => Some(f),
+            };
+            match (field, subs) {
+                ("schema", _) => put(out, &self.schema),
+                ("request_id", _) => put(out, &self.request_id),
+                ("time", Some(f)) => pick!(f, self.time, [unix_ms, rfc3339, hour, minute, weekday]),
+                ("time", None) => put(out, &self.time),
+                ("source", _) => put(out, &self.source),
+                ("user", Some(f)) => pick!(
+                    f,
+                    self.user,
+                    [
+                        authenticated,
+                        id,
+                        auth_method,
+                        api_key_id,
+                        team,
+                        groups,
+                        roles,
+                        attributes
+                    ]
+                ),
+                ("user", None) => put(out, &self.user),
+                ("request", Some(f)) => pick!(
+                    f,
+                    self.request,
+                    [
+                        api,
+                        model,
+                        model_route,
+                        stream,
+                        max_tokens,
+                        tools,
+                        messages,
+                        characters,
+                        estimated_tokens,
+                        headers
+                    ]
+                ),
+                ("request", None) => put(out, &self.request),
+                ("dlp", Some(f)) => pick!(f, self.dlp, [scanned, complete, findings]),
+                ("dlp", None) => put(out, &self.dlp),
+                ("usage", _) => put(out, &self.usage),
+                ("route_health", _) => put(out, &self.route_health),
+                ("mode", _) => put(out, &self.mode),
+                _ => {}
+            }
+        }
     }
 }
 

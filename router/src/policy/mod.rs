@@ -11,6 +11,7 @@
 //!   every swap.
 
 pub mod bundle;
+pub mod cache;
 pub mod check;
 pub mod decision;
 pub mod engine;
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 
 pub use bundle::Bundle;
 pub use decision::{Decision, LogLevel, Obligations, Reason, Route, RouteTarget};
-pub use engine::CompiledBundle;
+pub use engine::{CacheUse, CompiledBundle};
 pub use input::{Mode, PolicyInput};
 pub use set::{Evaluated, PolicySet, PolicySettings, ShadowOutcome};
 

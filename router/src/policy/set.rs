@@ -30,6 +30,8 @@ pub struct PolicySettings {
     pub watch: bool,
     /// Request headers a policy may see.
     pub header_allowlist: Vec<String>,
+    /// Decisions cached per worker thread and bundle (0: every request is evaluated).
+    pub decision_cache: usize,
 }
 
 /// What the shadow bundle decided, for the audit record.
@@ -110,8 +112,9 @@ impl PolicySet {
     pub fn evaluate(&self, input: &mut PolicyInput) -> Evaluated {
         let active = self.active.load();
         input.mode = Mode::Enforce;
-        let decision = active.evaluate(input);
+        let (decision, cached) = active.evaluate_cached(input);
         let m = &self.metrics;
+        m.count_decision_cache(cached);
         m.policy_decisions
             .with_label_values(&[
                 if decision.allow { "allow" } else { "deny" },
@@ -132,7 +135,8 @@ impl PolicySet {
         }
         let shadow = self.shadow.load().as_ref().map(|shadow| {
             input.mode = Mode::Shadow;
-            let s = shadow.evaluate(input);
+            let (s, cached) = shadow.evaluate_cached(input);
+            m.count_decision_cache(cached);
             input.mode = Mode::Enforce;
             let differs = s.allow != decision.allow
                 || s.route.as_ref().map(|r| r.target) != decision.route.as_ref().map(|r| r.target)
@@ -247,5 +251,10 @@ pub fn prepare(dir: &Path, settings: &PolicySettings) -> Result<CompiledBundle, 
             });
         }
     }
-    CompiledBundle::compile(bundle, settings.max_instructions)
+    let compiled = CompiledBundle::compile(bundle, settings.max_instructions)?
+        .with_decision_cache(settings.decision_cache);
+    if let Err(why) = compiled.decision_cache() {
+        tracing::info!(dir = %dir.display(), %why, "policy decisions are not cached");
+    }
+    Ok(compiled)
 }

@@ -521,8 +521,13 @@ impl Gateway {
             "database": if db_ok { "ok" } else { "unreachable" },
         });
         if let Some(p) = &self.policy {
+            let active = p.active();
             body["policy"] = json!({
-                "version": p.active().version(),
+                "version": active.version(),
+                "decision_cache": match active.decision_cache() {
+                    Ok(()) => "on".to_owned(),
+                    Err(why) => format!("off: {why}"),
+                },
                 "shadow_version": p.shadow().map(|s| s.version().to_owned()),
                 "reload_failures": p.reload_failures(),
                 "last_reload_error": p.last_reload_error(),
