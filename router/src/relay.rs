@@ -149,6 +149,7 @@ impl Relay {
                 let body = std::mem::take(buf).freeze();
                 self.complete = true;
                 let parsed: Result<Value, _> = serde_json::from_slice(&body);
+                let translation = *translation;
                 let mut out = match (translation, parsed) {
                     (Translation::AnthropicToOpenAiChat, Ok(v)) => {
                         self.usage = anthropic::usage(&v);
@@ -171,8 +172,13 @@ impl Relay {
                     // Not JSON: nothing to restore or scan field by field.
                     (Translation::None, Err(_)) => return Ok(body),
                 };
-                if let Some(g) = &mut self.guard {
-                    g.body(&mut out);
+                let changed = match &mut self.guard {
+                    Some(g) => g.body(&mut out),
+                    None => false,
+                };
+                if !changed && translation == Translation::None {
+                    // Nothing restored or redacted: the upstream's bytes, as sent.
+                    return Ok(body);
                 }
                 Ok(Bytes::from(out.to_string()))
             }

@@ -159,7 +159,11 @@ impl Chain {
     }
 
     pub fn append(&mut self, record: &AuditRecord) -> ChainedRecord {
-        let record = record.canonical();
+        self.append_canonical(record.canonical())
+    }
+
+    /// Appends a record given as its canonical JSON ([`AuditRecord::canonical`]).
+    pub fn append_canonical(&mut self, record: String) -> ChainedRecord {
         let seq = self.seq + 1;
         let hash = chain_hash(&self.chain_id, seq, &self.head, &record);
         let out = ChainedRecord {

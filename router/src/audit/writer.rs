@@ -49,8 +49,29 @@ impl std::fmt::Debug for AuditSettings {
     }
 }
 
+/// A record with its canonical JSON and a newline: serialised once, on the request path, and
+/// then the journal line, the spool line and the chained (hashed, stored) text alike.
+#[derive(Debug, Clone)]
+struct Sealed {
+    record: AuditRecord,
+    line: String,
+}
+
+impl Sealed {
+    fn new(record: AuditRecord) -> Self {
+        let mut line = record.canonical();
+        line.push('\n');
+        Self { record, line }
+    }
+
+    /// The canonical JSON, without the newline.
+    fn canonical(&self) -> &str {
+        &self.line[..self.line.len() - 1]
+    }
+}
+
 enum Msg {
-    Record(Box<AuditRecord>),
+    Record(Box<Sealed>),
     /// A journal file all of whose records were queued before this message: delete it once
     /// they are stored or spooled.
     Rotate(PathBuf),
@@ -142,6 +163,7 @@ impl AuditLog {
     /// (the writer is behind), the caller waits up to [`QUEUE_WAIT`] for room, then writes the
     /// record to the spool itself; nothing is dropped.
     pub fn record(&self, record: AuditRecord) {
+        let record = Sealed::new(record);
         // The journal write and the first queueing attempt happen under one lock, so that a
         // journal file's records are queued before its rotation marker.
         let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
@@ -179,6 +201,7 @@ impl AuditLog {
             Msg::Record(r) => (**r).clone(),
             _ => return,
         };
+        let id = record.record.id.clone();
         let queued = loop {
             match self.tx.try_send(msg) {
                 Ok(()) => break true,
@@ -212,7 +235,7 @@ impl AuditLog {
             } else {
                 self.broken.store(true, Ordering::Relaxed);
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(id = %record.id, "audit record could be neither queued nor spooled");
+                tracing::error!(id = %id, "audit record could be neither queued nor spooled");
             }
         }
         if let Some(old) = rotated {
@@ -415,7 +438,7 @@ impl Writer {
         }
     }
 
-    async fn write(&mut self, batch: Vec<AuditRecord>) {
+    async fn write(&mut self, batch: Vec<Sealed>) {
         // Keep order: while older records wait in the spool, new ones queue behind them.
         if !self.spool_pending() && self.connect().await && self.insert(&batch, false).await {
             return;
@@ -424,7 +447,7 @@ impl Writer {
         self.drain_spool().await;
     }
 
-    fn spool_records(&mut self, batch: &[AuditRecord]) {
+    fn spool_records(&mut self, batch: &[Sealed]) {
         let result = self
             .spool
             .lock()
@@ -449,7 +472,7 @@ impl Writer {
 
     /// Chains and inserts records; on failure forgets the chain head (it is read again on
     /// reconnect) and returns false. With `dedupe`, records already stored are skipped.
-    async fn insert(&mut self, batch: &[AuditRecord], dedupe: bool) -> bool {
+    async fn insert(&mut self, batch: &[Sealed], dedupe: bool) -> bool {
         let (Some(store), Some(chain)) = (&self.store, &mut self.chain) else {
             return false;
         };
@@ -467,8 +490,8 @@ impl Writer {
         let mut next = chain.clone();
         let rows: Vec<StoredRow> = batch
             .iter()
-            .filter(|r| !dedupe || skip.insert(r.id.clone()))
-            .map(|r| StoredRow::of(next.append(r), r))
+            .filter(|s| !dedupe || skip.insert(s.record.id.clone()))
+            .map(|s| StoredRow::of(next.append_canonical(s.canonical().to_owned()), &s.record))
             .collect();
         let n = rows.len() as u64;
         match tokio::time::timeout(Duration::from_secs(10), store.append(&rows)).await {
@@ -567,7 +590,7 @@ impl Writer {
 async fn stored_ids(
     store: &AuditStore,
     chain_id: &str,
-    batch: &[AuditRecord],
+    batch: &[Sealed],
 ) -> Result<HashSet<String>, DbError> {
     let mut out = HashSet::new();
     for chunk in batch.chunks(500) {
@@ -577,8 +600,8 @@ async fn stored_ids(
             placeholders.join(",")
         );
         let mut q = sqlx::query(&sql).bind(chain_id.to_owned());
-        for r in chunk {
-            q = q.bind(r.id.clone());
+        for s in chunk {
+            q = q.bind(s.record.id.clone());
         }
         for row in q
             .fetch_all(&store.db.pool)
@@ -631,11 +654,9 @@ impl Journal {
         })
     }
 
-    fn append(&mut self, r: &AuditRecord) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(r)?;
-        line.push(b'\n');
-        self.file.write_all(&line)?;
-        self.bytes += line.len() as u64;
+    fn append(&mut self, r: &Sealed) -> std::io::Result<()> {
+        self.file.write_all(r.line.as_bytes())?;
+        self.bytes += r.line.len() as u64;
         Ok(())
     }
 
@@ -664,9 +685,9 @@ fn recover_journals(dir: &Path, spool: &mut Spool) -> std::io::Result<()> {
     files.sort();
     for f in files {
         let text = std::fs::read_to_string(&f)?;
-        let records: Vec<AuditRecord> = text
+        let records: Vec<Sealed> = text
             .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter_map(|l| serde_json::from_str(l).ok().map(Sealed::new))
             .collect();
         if !records.is_empty() {
             tracing::info!(records = records.len(), path = %f.display(), "recovering audit records from a journal");
@@ -706,21 +727,17 @@ impl Spool {
     }
 
     /// Appends records and fsyncs.
-    fn append(&mut self, records: &[AuditRecord]) -> std::io::Result<()> {
+    fn append(&mut self, records: &[Sealed]) -> std::io::Result<()> {
         self.append_unsynced(records)?.sync_data()
     }
 
-    fn append_unsynced(&mut self, records: &[AuditRecord]) -> std::io::Result<File> {
-        let mut buf = Vec::new();
-        for r in records {
-            serde_json::to_writer(&mut buf, r)?;
-            buf.push(b'\n');
-        }
+    fn append_unsynced(&mut self, records: &[Sealed]) -> std::io::Result<File> {
+        let buf: String = records.iter().map(|r| r.line.as_str()).collect();
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.active)?;
-        f.write_all(&buf)?;
+        f.write_all(buf.as_bytes())?;
         Ok(f)
     }
 
@@ -734,7 +751,7 @@ impl Spool {
     }
 
     /// The next batch to replay, or None when the spool is empty.
-    fn take_batch(&mut self, max: usize) -> std::io::Result<Option<Vec<AuditRecord>>> {
+    fn take_batch(&mut self, max: usize) -> std::io::Result<Option<Vec<Sealed>>> {
         for p in [&self.active, &self.replaying] {
             if p.exists() && !std::fs::metadata(p)?.is_file() {
                 return Err(std::io::Error::other(format!(
@@ -766,8 +783,9 @@ impl Spool {
                 // A torn last line from a crash mid-write: the record never completed.
                 break;
             }
+            // Sealed anew: the stored text is always the canonical form of the record read.
             match serde_json::from_str::<AuditRecord>(&line) {
-                Ok(r) => out.push(r),
+                Ok(r) => out.push(Sealed::new(r)),
                 Err(e) => {
                     tracing::error!(error = %e, offset = pos, "skipping an unreadable audit spool line")
                 }
@@ -811,31 +829,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::new(dir.path());
         assert!(!s.pending());
-        let recs: Vec<AuditRecord> = (0..5).map(|i| sample(&format!("r{i}"))).collect();
+        let recs: Vec<Sealed> = (0..5)
+            .map(|i| Sealed::new(sample(&format!("r{i}"))))
+            .collect();
         s.append(&recs[..3]).unwrap();
         let b = s.take_batch(2).unwrap().unwrap();
         assert_eq!(
-            b.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            b.iter().map(|r| r.record.id.as_str()).collect::<Vec<_>>(),
             ["r0", "r1"]
         );
         s.commit_batch().unwrap();
         // New records arrive while replaying: they wait in the active file.
         s.append(&recs[3..]).unwrap();
         let b = s.take_batch(10).unwrap().unwrap();
-        assert_eq!(b.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r2"]);
+        assert_eq!(
+            b.iter().map(|r| r.record.id.as_str()).collect::<Vec<_>>(),
+            ["r2"]
+        );
         s.put_back();
         // A restart reads from the last committed record.
         let mut s = Spool::new(dir.path());
         let b = s.take_batch(10).unwrap().unwrap();
         assert_eq!(
-            b.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            b.iter().map(|r| r.record.id.as_str()).collect::<Vec<_>>(),
             ["r0", "r1", "r2"],
             "committed is in memory only: replays dedupe by id"
         );
         s.commit_batch().unwrap();
         let b = s.take_batch(10).unwrap().unwrap();
         assert_eq!(
-            b.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            b.iter().map(|r| r.record.id.as_str()).collect::<Vec<_>>(),
             ["r3", "r4"]
         );
         s.commit_batch().unwrap();

@@ -70,18 +70,20 @@ impl ResponseGuard {
         }
     }
 
-    /// A non-stream OpenAI (chat or completions) or Anthropic body.
-    pub fn body(&mut self, body: &mut Value) {
+    /// A non-stream OpenAI (chat or completions) or Anthropic body. Says whether anything
+    /// changed, so that an untouched body can go out as the upstream sent it.
+    pub fn body(&mut self, body: &mut Value) -> bool {
+        let mut changed = false;
         if let Some(choices) = body.get_mut("choices").and_then(Value::as_array_mut) {
             for c in choices {
                 if let Some(Value::String(t)) = c.get_mut("text") {
-                    *t = self.whole(t, false);
+                    changed |= self.replace(t, false);
                 }
                 let Some(m) = c.get_mut("message") else {
                     continue;
                 };
                 if let Some(Value::String(t)) = m.get_mut("content") {
-                    *t = self.whole(t, false);
+                    changed |= self.replace(t, false);
                 }
                 for call in m
                     .get_mut("tool_calls")
@@ -93,7 +95,7 @@ impl ResponseGuard {
                         .get_mut("function")
                         .and_then(|f| f.get_mut("arguments"))
                     {
-                        *a = self.whole(a, true);
+                        changed |= self.replace(a, true);
                     }
                 }
             }
@@ -101,21 +103,32 @@ impl ResponseGuard {
         if let Some(blocks) = body.get_mut("content").and_then(Value::as_array_mut) {
             for b in blocks {
                 if let Some(Value::String(t)) = b.get_mut("text") {
-                    *t = self.whole(t, false);
+                    changed |= self.replace(t, false);
                 }
                 if let Some(input) = b.get_mut("input") {
-                    self.all_strings(input);
+                    changed |= self.all_strings(input);
                 }
             }
         }
+        changed
     }
 
-    fn all_strings(&self, v: &mut Value) {
+    /// Restores and redacts a whole text in place; true when it changed.
+    fn replace(&self, text: &mut String, json_text: bool) -> bool {
+        let new = self.whole(text, json_text);
+        let changed = new != *text;
+        if changed {
+            *text = new;
+        }
+        changed
+    }
+
+    fn all_strings(&self, v: &mut Value) -> bool {
         match v {
-            Value::String(s) => *s = self.whole(s, false),
-            Value::Array(a) => a.iter_mut().for_each(|x| self.all_strings(x)),
-            Value::Object(o) => o.values_mut().for_each(|x| self.all_strings(x)),
-            _ => {}
+            Value::String(s) => self.replace(s, false),
+            Value::Array(a) => a.iter_mut().fold(false, |c, x| self.all_strings(x) | c),
+            Value::Object(o) => o.values_mut().fold(false, |c, x| self.all_strings(x) | c),
+            _ => false,
         }
     }
 
@@ -294,10 +307,16 @@ mod tests {
     fn whole_body() {
         let mut g = guard();
         let mut body = json!({"choices": [{"message": {"content": "hi ⟦email_address_1⟧"}}]});
-        g.body(&mut body);
+        assert!(g.body(&mut body));
         assert_eq!(
             body["choices"][0]["message"]["content"],
             "hi a\"b@example.com"
         );
+        // Nothing to restore or redact: reported unchanged, so the relay sends the bytes as
+        // they came.
+        let mut plain = json!({"choices": [{"message": {"content": "hi there", "tool_calls": [{"function": {"arguments": "{}"}}]}}]});
+        let before = plain.clone();
+        assert!(!g.body(&mut plain));
+        assert_eq!(plain, before);
     }
 }
