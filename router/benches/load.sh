@@ -9,7 +9,9 @@
 # direct, Cordon's throughput as a ratio of the bare pass-through, the CPU time (user + system)
 # each proxy spends per request, which the noise of a shared machine moves less, and Cordon's
 # peak RSS.
-#   router/benches/load.sh            (DURATION=10 THREADS=2 to change the run)
+#   router/benches/load.sh            (DURATION=10 THREADS=2 ROUNDS=1 to change the run)
+# ROUNDS=N repeats the whole sequence N times and reports the medians of the per-round ratios,
+# added p99 and CPU per request: on a shared machine one round's figures move by +-0.05x.
 # PIN=1 puts the proxy under test on the last core and wrk and the upstream on the others
 # (taskset), so that tail latency measures the proxy rather than the scheduler. CORDON_LOG
 # sets Cordon's log level (default info: one access-log line per request). CORDON_EXTRA is
@@ -20,6 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-1}"
 THREADS="${THREADS:-2}"
 UP_PORT="${UP_PORT:-18001}"; BARE_PORT="${BARE_PORT:-18002}"; CORDON_PORT="${CORDON_PORT:-18003}"
 
@@ -77,45 +80,61 @@ to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~
 
 # CPU seconds (user + system) a process has used so far.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
+# The median of its arguments.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 declare -A rps p50 p99 cpu_us
-for conc in 1 64; do
-  t=$(( conc < 2 ? 1 : 2 ))
-  for target in direct bare cordon; do
-    case $target in direct) port=$UP_PORT ;; bare) port=$BARE_PORT ;; cordon) port=$CORDON_PORT ;; esac
-    case $target in bare) pid=$bare_pid ;; cordon) pid=$cordon_pid ;; *) pid= ;; esac
-    [[ -n $pid ]] && cpu0=$(cpu_s "$pid")
-    perf_pid=
-    if [[ -n ${PERF:-} && $target == cordon && $conc == 64 ]]; then
-      perf record ${PERF_ARGS:--g} -F 999 -o "$PERF" -p "$cordon_pid" -- sleep "$DURATION" 2>/dev/null & perf_pid=$!
-    fi
-    out=$("${load_cores[@]}" wrk -t"$t" -c"$conc" -d"${DURATION}s" --latency -s "$work/post.lua" "http://127.0.0.1:$port/v1/chat/completions")
-    [[ -n $perf_pid ]] && wait "$perf_pid"
-    if echo "$out" | grep -q "Non-2xx"; then echo "$target answered errors:"; echo "$out"; exit 1; fi
-    rps[$target,$conc]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-    p50[$target,$conc]=$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')")
-    p99[$target,$conc]=$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")
-    if [[ -n $pid ]]; then
-      requests=$(echo "$out" | awk '/requests in/ {print $1}')
-      cpu_us[$target,$conc]=$(awk -v a="$cpu0" -v b="$(cpu_s "$pid")" -v n="$requests" 'BEGIN {printf "%.0f", (b - a) * 1e6 / n}')
-    fi
+rows=()
+for round in $(seq 1 "$ROUNDS"); do
+  for conc in 1 64; do
+    t=$(( conc < 2 ? 1 : 2 ))
+    for target in direct bare cordon; do
+      case $target in direct) port=$UP_PORT ;; bare) port=$BARE_PORT ;; cordon) port=$CORDON_PORT ;; esac
+      case $target in bare) pid=$bare_pid ;; cordon) pid=$cordon_pid ;; *) pid= ;; esac
+      [[ -n $pid ]] && cpu0=$(cpu_s "$pid")
+      perf_pid=
+      if [[ -n ${PERF:-} && $target == cordon && $conc == 64 && $round == 1 ]]; then
+        perf record ${PERF_ARGS:--g} -F 999 -o "$PERF" -p "$cordon_pid" -- sleep "$DURATION" 2>/dev/null & perf_pid=$!
+      fi
+      out=$("${load_cores[@]}" wrk -t"$t" -c"$conc" -d"${DURATION}s" --latency -s "$work/post.lua" "http://127.0.0.1:$port/v1/chat/completions")
+      [[ -n $perf_pid ]] && wait "$perf_pid"
+      if echo "$out" | grep -q "Non-2xx"; then echo "$target answered errors:"; echo "$out"; exit 1; fi
+      k=$target,$conc,$round
+      rps[$k]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+      p50[$k]=$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+      p99[$k]=$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+      if [[ -n $pid ]]; then
+        requests=$(echo "$out" | awk '/requests in/ {print $1}')
+        cpu_us[$k]=$(awk -v a="$cpu0" -v b="$(cpu_s "$pid")" -v n="$requests" 'BEGIN {printf "%.0f", (b - a) * 1e6 / n}')
+      fi
+    done
   done
 done
 peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cordon_pid/status")
 
 echo
-echo "load benchmark: ${DURATION}s per run, wrk, proxies on $THREADS threads, $(nproc) cores, pinned: $PIN"
-printf '%-8s %5s %12s %10s %10s %14s %14s\n' target conc rps p50_us p99_us added_p50_us added_p99_us
-for conc in 1 64; do
-  for target in direct bare cordon; do
-    a50=$(awk -v a="${p50[$target,$conc]}" -v b="${p50[direct,$conc]}" 'BEGIN {printf "%.0f", a - b}')
-    a99=$(awk -v a="${p99[$target,$conc]}" -v b="${p99[direct,$conc]}" 'BEGIN {printf "%.0f", a - b}')
-    printf '%-8s %5s %12s %10.0f %10.0f %14s %14s\n' "$target" "$conc" "${rps[$target,$conc]}" "${p50[$target,$conc]}" "${p99[$target,$conc]}" "$a50" "$a99"
+echo "load benchmark: ${DURATION}s per run, $ROUNDS round(s), wrk, proxies on $THREADS threads, $(nproc) cores, pinned: $PIN"
+printf '%-6s %-8s %5s %12s %10s %10s %14s %14s\n' round target conc rps p50_us p99_us added_p50_us added_p99_us
+for round in $(seq 1 "$ROUNDS"); do
+  for conc in 1 64; do
+    for target in direct bare cordon; do
+      k=$target,$conc,$round; d=direct,$conc,$round
+      a50=$(awk -v a="${p50[$k]}" -v b="${p50[$d]}" 'BEGIN {printf "%.0f", a - b}')
+      a99=$(awk -v a="${p99[$k]}" -v b="${p99[$d]}" 'BEGIN {printf "%.0f", a - b}')
+      printf '%-6s %-8s %5s %12s %10.0f %10.0f %14s %14s\n' "$round" "$target" "$conc" "${rps[$k]}" "${p50[$k]}" "${p99[$k]}" "$a50" "$a99"
+    done
   done
 done
+echo "medians over the rounds (each round runs direct, bare and cordon back to back):"
 for conc in 1 64; do
-  awk -v c="${rps[cordon,$conc]}" -v b="${rps[bare,$conc]}" -v n="$conc" 'BEGIN {printf "cordon / bare throughput at concurrency %s: %.2fx\n", n, c / b}'
-done
-for conc in 1 64; do
-  echo "CPU per request at concurrency $conc: cordon ${cpu_us[cordon,$conc]} us, bare ${cpu_us[bare,$conc]} us"
+  ratios=(); added=(); bare_added=(); cpu_c=(); cpu_b=()
+  for round in $(seq 1 "$ROUNDS"); do
+    k=$conc,$round
+    ratios+=("$(awk -v c="${rps[cordon,$k]}" -v b="${rps[bare,$k]}" 'BEGIN {printf "%.3f", c / b}')")
+    added+=("$(awk -v a="${p99[cordon,$k]}" -v b="${p99[direct,$k]}" 'BEGIN {printf "%.0f", a - b}')")
+    bare_added+=("$(awk -v a="${p99[bare,$k]}" -v b="${p99[direct,$k]}" 'BEGIN {printf "%.0f", a - b}')")
+    cpu_c+=("${cpu_us[cordon,$k]}"); cpu_b+=("${cpu_us[bare,$k]}")
+  done
+  printf 'concurrency %s: cordon / bare throughput %.2fx (rounds: %s); added p99 cordon %s us, bare %s us; CPU per request cordon %s us, bare %s us\n' \
+    "$conc" "$(median "${ratios[@]}")" "${ratios[*]}" "$(median "${added[@]}")" "$(median "${bare_added[@]}")" "$(median "${cpu_c[@]}")" "$(median "${cpu_b[@]}")"
 done
 echo "cordon peak RSS: $((peak_kb / 1024)) MiB (VmHWM, after the concurrency-64 runs; $((start_kb / 1024)) MiB once started)"

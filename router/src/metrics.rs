@@ -26,13 +26,13 @@ pub struct Metrics {
     policy_cache_hits: IntCounter,
     policy_cache_misses: IntCounter,
     /// 1 for each bundle in force, by role (`active`, `shadow`) and version.
-    pub policy_info: IntGaugeVec,
+    policy_info: Info,
     /// Audit records by state: written, spooled, replayed, failed (since start).
     pub audit: IntGaugeVec,
     pub dlp_reloads: IntCounter,
     pub dlp_reload_failures: IntCounter,
     /// 1 for the DLP rule packs in force, by version.
-    pub dlp_info: IntGaugeVec,
+    dlp_info: Info,
 }
 
 impl Metrics {
@@ -197,11 +197,11 @@ impl Metrics {
             policy_shadow_differences,
             policy_cache_hits,
             policy_cache_misses,
-            policy_info,
+            policy_info: Info::new(policy_info),
             audit,
             dlp_reloads,
             dlp_reload_failures,
-            dlp_info,
+            dlp_info: Info::new(dlp_info),
         }
     }
 
@@ -215,13 +215,17 @@ impl Metrics {
 
     /// Publishes the DLP rule packs in force.
     pub fn set_dlp(&self, rules: &crate::dlp::live::Compiled) {
-        self.dlp_info.reset();
-        self.dlp_info
-            .with_label_values(&[
-                rules.short_version(),
-                &rules.scanner.rules().len().to_string(),
-            ])
-            .set(1);
+        self.dlp_info.show(vec![vec![
+            rules.short_version().to_owned(),
+            rules.scanner.rules().len().to_string(),
+        ]]);
+    }
+
+    /// Publishes the policy bundles in force: the active one and the shadow one, if any.
+    pub fn set_policy_bundles(&self, active: &str, shadow: Option<&str>) {
+        let mut shown = vec![vec!["active".to_owned(), active.to_owned()]];
+        shown.extend(shadow.map(|v| vec!["shadow".to_owned(), v.to_owned()]));
+        self.policy_info.show(shown);
     }
 
     pub fn set_audit(&self, s: &crate::audit::writer::AuditStats) {
@@ -246,8 +250,63 @@ impl Metrics {
     }
 }
 
+/// An info gauge: 1 for each label set in force. A change sets the new label sets before it
+/// removes the old ones, so that a scrape in between never finds none (a reset first left a
+/// moment with no version at all).
+struct Info {
+    gauge: IntGaugeVec,
+    shown: std::sync::Mutex<Vec<Vec<String>>>,
+}
+
+impl Info {
+    fn new(gauge: IntGaugeVec) -> Self {
+        Self {
+            gauge,
+            shown: Default::default(),
+        }
+    }
+
+    fn show(&self, now: Vec<Vec<String>>) {
+        fn labels(l: &[String]) -> Vec<&str> {
+            l.iter().map(String::as_str).collect()
+        }
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        for l in &now {
+            self.gauge.with_label_values(&labels(l)).set(1);
+        }
+        for old in shown.iter().filter(|old| !now.contains(old)) {
+            let _ = self.gauge.remove_label_values(&labels(old));
+        }
+        *shown = now;
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_bundle_version_replaces_the_old_one() {
+        let m = Metrics::new();
+        let text = || String::from_utf8(m.render()).unwrap();
+        m.set_policy_bundles("v1", Some("s1"));
+        assert!(text().contains("cordon_policy_bundle_info{role=\"active\",version=\"v1\"} 1"));
+        assert!(text().contains("cordon_policy_bundle_info{role=\"shadow\",version=\"s1\"} 1"));
+        m.set_policy_bundles("v2", None);
+        let t = text();
+        assert!(
+            t.contains("cordon_policy_bundle_info{role=\"active\",version=\"v2\"} 1"),
+            "{t}"
+        );
+        assert!(!t.contains("\"v1\"") && !t.contains("\"s1\""), "{t}");
+        // Publishing the same versions again keeps them shown.
+        m.set_policy_bundles("v2", None);
+        assert!(text().contains("version=\"v2\"} 1"));
     }
 }

@@ -175,10 +175,12 @@ async fn decisions_are_cached_by_what_the_policies_read() {
         )
     };
     // gpt-4o is restricted: the same caller is denied again, from the cache, whatever the
-    // prompt says (the policies do not read the text's size).
+    // prompt says (the policies do not read the text's size). The cache is per worker thread
+    // (two here), so three requests make at least one hit.
     for text in [
         "hello",
         "a much longer question about the quarterly numbers",
+        "hi",
     ] {
         let resp = post(&gw, &gw.key, chat("gpt-4o", text), &[]).await;
         assert_eq!(resp.status(), 403);

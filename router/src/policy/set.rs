@@ -204,13 +204,11 @@ impl PolicySet {
     }
 
     fn publish_versions(&self) {
-        let g = &self.metrics.policy_info;
-        g.reset();
-        g.with_label_values(&["active", self.active.load().version()])
-            .set(1);
-        if let Some(s) = self.shadow.load().as_ref() {
-            g.with_label_values(&["shadow", s.version()]).set(1);
-        }
+        let shadow = self.shadow.load();
+        self.metrics.set_policy_bundles(
+            self.active.load().version(),
+            shadow.as_ref().map(|s| s.version()),
+        );
     }
 
     /// Reloads on SIGHUP and, when `watch` is set, on changes in the bundle directories

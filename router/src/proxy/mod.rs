@@ -687,7 +687,7 @@ impl Gateway {
                 .map_err(write_failed);
         }
 
-        let mut header = ResponseHeader::build(status, Some(9)).map_err(write_failed)?;
+        let mut header = ResponseHeader::build_no_case(status, Some(9)).map_err(write_failed)?;
         for (k, v) in [
             ("content-type", "text/event-stream"),
             ("cache-control", "no-cache"),
@@ -925,7 +925,9 @@ async fn respond(
     body: Bytes,
     extra: &[(&str, &str)],
 ) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(7 + extra.len()))?;
+    // Every name Cordon writes is lower-case already, so Pingora need not keep a second,
+    // case-preserving map of them: the bytes on the wire are the same.
+    let mut header = ResponseHeader::build_no_case(status, Some(7 + extra.len()))?;
     header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", body.len().to_string())?;
     decision_headers(&mut header, ctx)?;

@@ -234,8 +234,11 @@ fn host_header(e: &Endpoint) -> String {
     }
 }
 
+/// The upstream request's header. Names are lower-case (the providers' too), so no
+/// case-preserving copy is kept.
 fn request_header(host: &str, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
-    let mut h = RequestHeader::build("POST", req.path.as_bytes(), Some(req.headers.len() + 3))?;
+    let mut h =
+        RequestHeader::build_no_case("POST", req.path.as_bytes(), Some(req.headers.len() + 3))?;
     h.insert_header("host", host)?;
     h.insert_header("content-length", req.body.len().to_string())?;
     h.insert_header("accept-encoding", "identity")?;
