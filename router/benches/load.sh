@@ -18,7 +18,7 @@
 # appended to Cordon's config (for example $'[audit]\nenabled = false' to measure without it).
 # PERF=FILE records Cordon with `perf record -g` during its concurrency-64 run (PERF_ARGS replaces
 # -g, e.g. "--call-graph dwarf"; read it with perf report -i FILE). The binaries are built into, and
-# run from, CARGO_TARGET_DIR when it is set.
+# run from, CARGO_TARGET_DIR when it is set; CORDON_BIN=PATH measures another cordon binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION="${DURATION:-10}"
@@ -29,6 +29,9 @@ UP_PORT="${UP_PORT:-18001}"; BARE_PORT="${BARE_PORT:-18002}"; CORDON_PORT="${COR
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --quiet --bin cordon --example bench_upstream --example bare_proxy
 bin="${CARGO_TARGET_DIR:-target}/release"
+# CORDON_BIN runs another cordon binary (an older build, say) against the same upstream and bare
+# proxy, for an A/B in one session.
+cordon_bin="${CORDON_BIN:-$bin/cordon}"
 PIN="${PIN:-0}"
 last=$(( $(nproc) - 1 ))
 # taskset execs the program, so $! stays the program's pid.
@@ -63,8 +66,8 @@ name = "bench"
 provider = "bench"
 ${CORDON_EXTRA:-}
 TOML
-key=$("$bin/cordon" keys create --config "$work/cordon.toml" --name bench --json | sed 's/.*"key":"\([^"]*\)".*/\1/')
-CORDON_LOG="${CORDON_LOG:-info}" "${proxy_core[@]}" "$bin/cordon" serve --config "$work/cordon.toml" 2>"$work/cordon.log" & cordon_pid=$!; pids+=($cordon_pid)
+key=$("$cordon_bin" keys create --config "$work/cordon.toml" --name bench --json | sed 's/.*"key":"\([^"]*\)".*/\1/')
+CORDON_LOG="${CORDON_LOG:-info}" "${proxy_core[@]}" "$cordon_bin" serve --config "$work/cordon.toml" 2>"$work/cordon.log" & cordon_pid=$!; pids+=($cordon_pid)
 wait_port "$UP_PORT"; wait_port "$BARE_PORT"; wait_port "$CORDON_PORT"
 start_kb=$(awk '/VmRSS/ {print $2}' "/proc/$cordon_pid/status")
 

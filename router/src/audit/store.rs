@@ -52,6 +52,52 @@ pub struct StoredRow {
 impl StoredRow {
     /// The row a record should be stored as.
     pub fn of(chained: ChainedRecord, r: &AuditRecord) -> Self {
+        Self::from_columns(chained, RowColumns::of(r))
+    }
+
+    pub fn from_columns(chained: ChainedRecord, c: RowColumns) -> Self {
+        Self {
+            id: c.id,
+            time_ms: c.time_ms,
+            user_id: c.user_id,
+            team: c.team,
+            api_key_id: c.api_key_id,
+            model: c.model,
+            route: c.route,
+            decision: c.decision,
+            status: c.status,
+            reason_codes: c.reason_codes,
+            entity_types: c.entity_types,
+            tokens_in: c.tokens_in,
+            tokens_out: c.tokens_out,
+            cost_micros: c.cost_micros,
+            chained,
+        }
+    }
+}
+
+/// The query columns of a record, stored beside its canonical JSON: all the writer keeps of a
+/// record while it waits (the JSON holds the rest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowColumns {
+    pub id: String,
+    pub time_ms: i64,
+    pub user_id: Option<String>,
+    pub team: Option<String>,
+    pub api_key_id: Option<String>,
+    pub model: Option<String>,
+    pub route: Option<String>,
+    pub decision: String,
+    pub status: i64,
+    pub reason_codes: String,
+    pub entity_types: String,
+    pub tokens_in: Option<i64>,
+    pub tokens_out: Option<i64>,
+    pub cost_micros: Option<i64>,
+}
+
+impl RowColumns {
+    pub fn of(r: &AuditRecord) -> Self {
         Self {
             id: r.id.clone(),
             time_ms: r.time_ms,
@@ -67,7 +113,6 @@ impl StoredRow {
             tokens_in: r.tokens_in.map(|t| t as i64),
             tokens_out: r.tokens_out.map(|t| t as i64),
             cost_micros: r.cost_micros,
-            chained,
         }
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use sqlx::Row;
 
-use super::store::{AuditStore, StoredRow};
+use super::store::{AuditStore, RowColumns, StoredRow};
 use super::{AuditError, AuditRecord, Chain, Checkpoint};
 use crate::db::{Database, DbError};
 
@@ -49,11 +49,13 @@ impl std::fmt::Debug for AuditSettings {
     }
 }
 
-/// A record with its canonical JSON and a newline: serialised once, on the request path, and
-/// then the journal line, the spool line and the chained (hashed, stored) text alike.
+/// A record as it waits to be stored: its canonical JSON and a newline, serialised once on the
+/// request path (then the journal line, the spool line and the chained, hashed and stored text
+/// alike), and its query columns. The record itself is dropped: a queue of thousands of records
+/// (a slow database) holds no second copy of prompts and findings.
 #[derive(Debug, Clone)]
 struct Sealed {
-    record: AuditRecord,
+    columns: RowColumns,
     line: String,
 }
 
@@ -61,12 +63,19 @@ impl Sealed {
     fn new(record: AuditRecord) -> Self {
         let mut line = record.canonical();
         line.push('\n');
-        Self { record, line }
+        Self {
+            columns: RowColumns::of(&record),
+            line,
+        }
     }
 
     /// The canonical JSON, without the newline.
     fn canonical(&self) -> &str {
         &self.line[..self.line.len() - 1]
+    }
+
+    fn id(&self) -> &str {
+        &self.columns.id
     }
 }
 
@@ -201,7 +210,7 @@ impl AuditLog {
             Msg::Record(r) => (**r).clone(),
             _ => return,
         };
-        let id = record.record.id.clone();
+        let id = record.id().to_owned();
         let queued = loop {
             match self.tx.try_send(msg) {
                 Ok(()) => break true,
@@ -490,8 +499,13 @@ impl Writer {
         let mut next = chain.clone();
         let rows: Vec<StoredRow> = batch
             .iter()
-            .filter(|s| !dedupe || skip.insert(s.record.id.clone()))
-            .map(|s| StoredRow::of(next.append_canonical(s.canonical().to_owned()), &s.record))
+            .filter(|s| !dedupe || skip.insert(s.id().to_owned()))
+            .map(|s| {
+                StoredRow::from_columns(
+                    next.append_canonical(s.canonical().to_owned()),
+                    s.columns.clone(),
+                )
+            })
             .collect();
         let n = rows.len() as u64;
         match tokio::time::timeout(Duration::from_secs(10), store.append(&rows)).await {
@@ -601,7 +615,7 @@ async fn stored_ids(
         );
         let mut q = sqlx::query(&sql).bind(chain_id.to_owned());
         for s in chunk {
-            q = q.bind(s.record.id.clone());
+            q = q.bind(s.id().to_owned());
         }
         for row in q
             .fetch_all(&store.db.pool)
@@ -834,33 +848,24 @@ mod tests {
             .collect();
         s.append(&recs[..3]).unwrap();
         let b = s.take_batch(2).unwrap().unwrap();
-        assert_eq!(
-            b.iter().map(|r| r.record.id.as_str()).collect::<Vec<_>>(),
-            ["r0", "r1"]
-        );
+        assert_eq!(b.iter().map(Sealed::id).collect::<Vec<_>>(), ["r0", "r1"]);
         s.commit_batch().unwrap();
         // New records arrive while replaying: they wait in the active file.
         s.append(&recs[3..]).unwrap();
         let b = s.take_batch(10).unwrap().unwrap();
-        assert_eq!(
-            b.iter().map(|r| r.record.id.as_str()).collect::<Vec<_>>(),
-            ["r2"]
-        );
+        assert_eq!(b.iter().map(Sealed::id).collect::<Vec<_>>(), ["r2"]);
         s.put_back();
         // A restart reads from the last committed record.
         let mut s = Spool::new(dir.path());
         let b = s.take_batch(10).unwrap().unwrap();
         assert_eq!(
-            b.iter().map(|r| r.record.id.as_str()).collect::<Vec<_>>(),
+            b.iter().map(Sealed::id).collect::<Vec<_>>(),
             ["r0", "r1", "r2"],
             "committed is in memory only: replays dedupe by id"
         );
         s.commit_batch().unwrap();
         let b = s.take_batch(10).unwrap().unwrap();
-        assert_eq!(
-            b.iter().map(|r| r.record.id.as_str()).collect::<Vec<_>>(),
-            ["r3", "r4"]
-        );
+        assert_eq!(b.iter().map(Sealed::id).collect::<Vec<_>>(), ["r3", "r4"]);
         s.commit_batch().unwrap();
         assert!(s.take_batch(10).unwrap().is_none());
         assert!(!s.pending());
