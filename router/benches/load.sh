@@ -7,8 +7,8 @@
 #             routing, relay, metrics, access log, audit record to SQLite)
 # at concurrency 1 and 64, and reports RPS, p50/p99 latency, the latency each proxy adds over
 # direct, Cordon's throughput as a ratio of the bare pass-through, the CPU time (user + system)
-# each proxy spends per request, which the noise of a shared machine moves less, and Cordon's
-# peak RSS.
+# and context switches each proxy spends per request, which the noise of a shared machine moves
+# less, and Cordon's peak RSS.
 #   router/benches/load.sh            (DURATION=10 THREADS=2 ROUNDS=1 to change the run)
 # ROUNDS=N repeats the whole sequence N times and reports the medians of the per-round ratios,
 # added p99 and CPU per request: on a shared machine one round's figures move by +-0.05x.
@@ -83,9 +83,11 @@ to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~
 
 # CPU seconds (user + system) a process has used so far.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
+# Context switches (voluntary and not) of all a process's threads so far.
+ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }'; }
 # The median of its arguments.
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-declare -A rps p50 p99 cpu_us
+declare -A rps p50 p99 cpu_us sw
 rows=()
 for round in $(seq 1 "$ROUNDS"); do
   for conc in 1 64; do
@@ -93,7 +95,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for target in direct bare cordon; do
       case $target in direct) port=$UP_PORT ;; bare) port=$BARE_PORT ;; cordon) port=$CORDON_PORT ;; esac
       case $target in bare) pid=$bare_pid ;; cordon) pid=$cordon_pid ;; *) pid= ;; esac
-      [[ -n $pid ]] && cpu0=$(cpu_s "$pid")
+      [[ -n $pid ]] && cpu0=$(cpu_s "$pid") && sw0=$(ctxsw "$pid")
       perf_pid=
       if [[ -n ${PERF:-} && $target == cordon && $conc == 64 && $round == 1 ]]; then
         perf record ${PERF_ARGS:--g} -F 999 -o "$PERF" -p "$cordon_pid" -- sleep "$DURATION" 2>/dev/null & perf_pid=$!
@@ -108,6 +110,7 @@ for round in $(seq 1 "$ROUNDS"); do
       if [[ -n $pid ]]; then
         requests=$(echo "$out" | awk '/requests in/ {print $1}')
         cpu_us[$k]=$(awk -v a="$cpu0" -v b="$(cpu_s "$pid")" -v n="$requests" 'BEGIN {printf "%.0f", (b - a) * 1e6 / n}')
+        sw[$k]=$(awk -v a="$sw0" -v b="$(ctxsw "$pid")" -v n="$requests" 'BEGIN {printf "%.2f", (b - a) / n}')
       fi
     done
   done
@@ -129,15 +132,16 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo "medians over the rounds (each round runs direct, bare and cordon back to back):"
 for conc in 1 64; do
-  ratios=(); added=(); bare_added=(); cpu_c=(); cpu_b=()
+  ratios=(); added=(); bare_added=(); cpu_c=(); cpu_b=(); sw_c=(); sw_b=()
   for round in $(seq 1 "$ROUNDS"); do
     k=$conc,$round
     ratios+=("$(awk -v c="${rps[cordon,$k]}" -v b="${rps[bare,$k]}" 'BEGIN {printf "%.3f", c / b}')")
     added+=("$(awk -v a="${p99[cordon,$k]}" -v b="${p99[direct,$k]}" 'BEGIN {printf "%.0f", a - b}')")
     bare_added+=("$(awk -v a="${p99[bare,$k]}" -v b="${p99[direct,$k]}" 'BEGIN {printf "%.0f", a - b}')")
     cpu_c+=("${cpu_us[cordon,$k]}"); cpu_b+=("${cpu_us[bare,$k]}")
+    sw_c+=("${sw[cordon,$k]}"); sw_b+=("${sw[bare,$k]}")
   done
-  printf 'concurrency %s: cordon / bare throughput %.2fx (rounds: %s); added p99 cordon %s us, bare %s us; CPU per request cordon %s us, bare %s us\n' \
-    "$conc" "$(median "${ratios[@]}")" "${ratios[*]}" "$(median "${added[@]}")" "$(median "${bare_added[@]}")" "$(median "${cpu_c[@]}")" "$(median "${cpu_b[@]}")"
+  printf 'concurrency %s: cordon / bare throughput %.2fx (rounds: %s); added p99 cordon %s us, bare %s us; CPU per request cordon %s us, bare %s us; context switches per request cordon %s, bare %s\n' \
+    "$conc" "$(median "${ratios[@]}")" "${ratios[*]}" "$(median "${added[@]}")" "$(median "${bare_added[@]}")" "$(median "${cpu_c[@]}")" "$(median "${cpu_b[@]}")" "$(median "${sw_c[@]}")" "$(median "${sw_b[@]}")"
 done
 echo "cordon peak RSS: $((peak_kb / 1024)) MiB (VmHWM, after the concurrency-64 runs; $((start_kb / 1024)) MiB once started)"
