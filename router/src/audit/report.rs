@@ -135,6 +135,7 @@ pub struct Stats {
 
 impl Stats {
     pub fn add(&mut self, row: &StoredRow) {
+        let row = &row.columns;
         let denied = row.decision == "deny" || row.decision == "error";
         let add = |t: &mut Totals| {
             t.requests += 1;

@@ -33,45 +33,15 @@ const COLUMN_COUNT: usize = {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRow {
     pub chained: ChainedRecord,
-    pub id: String,
-    pub time_ms: i64,
-    pub user_id: Option<String>,
-    pub team: Option<String>,
-    pub api_key_id: Option<String>,
-    pub model: Option<String>,
-    pub route: Option<String>,
-    pub decision: String,
-    pub status: i64,
-    pub reason_codes: String,
-    pub entity_types: String,
-    pub tokens_in: Option<i64>,
-    pub tokens_out: Option<i64>,
-    pub cost_micros: Option<i64>,
+    pub columns: RowColumns,
 }
 
 impl StoredRow {
     /// The row a record should be stored as.
     pub fn of(chained: ChainedRecord, r: &AuditRecord) -> Self {
-        Self::from_columns(chained, RowColumns::of(r))
-    }
-
-    pub fn from_columns(chained: ChainedRecord, c: RowColumns) -> Self {
         Self {
-            id: c.id,
-            time_ms: c.time_ms,
-            user_id: c.user_id,
-            team: c.team,
-            api_key_id: c.api_key_id,
-            model: c.model,
-            route: c.route,
-            decision: c.decision,
-            status: c.status,
-            reason_codes: c.reason_codes,
-            entity_types: c.entity_types,
-            tokens_in: c.tokens_in,
-            tokens_out: c.tokens_out,
-            cost_micros: c.cost_micros,
             chained,
+            columns: RowColumns::of(r),
         }
     }
 }
@@ -171,23 +141,24 @@ impl AuditStore {
             let mut q = sqlx::query(&sql);
             for r in chunk {
                 // Bound by reference: the rows outlive the statement, so no column is copied.
+                let c = &r.columns;
                 q = q
                     .bind(r.chained.chain_id.as_str())
                     .bind(r.chained.seq)
-                    .bind(r.id.as_str())
-                    .bind(r.time_ms)
-                    .bind(r.user_id.as_deref())
-                    .bind(r.team.as_deref())
-                    .bind(r.api_key_id.as_deref())
-                    .bind(r.model.as_deref())
-                    .bind(r.route.as_deref())
-                    .bind(r.decision.as_str())
-                    .bind(r.status as i32)
-                    .bind(r.reason_codes.as_str())
-                    .bind(r.entity_types.as_str())
-                    .bind(r.tokens_in)
-                    .bind(r.tokens_out)
-                    .bind(r.cost_micros)
+                    .bind(c.id.as_str())
+                    .bind(c.time_ms)
+                    .bind(c.user_id.as_deref())
+                    .bind(c.team.as_deref())
+                    .bind(c.api_key_id.as_deref())
+                    .bind(c.model.as_deref())
+                    .bind(c.route.as_deref())
+                    .bind(c.decision.as_str())
+                    .bind(c.status as i32)
+                    .bind(c.reason_codes.as_str())
+                    .bind(c.entity_types.as_str())
+                    .bind(c.tokens_in)
+                    .bind(c.tokens_out)
+                    .bind(c.cost_micros)
                     .bind(r.chained.record.as_str())
                     .bind(r.chained.prev_hash.as_str())
                     .bind(r.chained.hash.as_str());
@@ -305,20 +276,22 @@ impl AuditStore {
                         hash: row.try_get("hash")?,
                         record: row.try_get("record")?,
                     },
-                    id: row.try_get("id")?,
-                    time_ms: row.try_get("time_ms")?,
-                    user_id: row.try_get("user_id")?,
-                    team: row.try_get("team")?,
-                    api_key_id: row.try_get("api_key_id")?,
-                    model: row.try_get("model")?,
-                    route: row.try_get("route")?,
-                    decision: row.try_get("decision")?,
-                    status: i64::from(row.try_get::<i32, _>("status")?),
-                    reason_codes: row.try_get("reason_codes")?,
-                    entity_types: row.try_get("entity_types")?,
-                    tokens_in: row.try_get("tokens_in")?,
-                    tokens_out: row.try_get("tokens_out")?,
-                    cost_micros: row.try_get("cost_micros")?,
+                    columns: RowColumns {
+                        id: row.try_get("id")?,
+                        time_ms: row.try_get("time_ms")?,
+                        user_id: row.try_get("user_id")?,
+                        team: row.try_get("team")?,
+                        api_key_id: row.try_get("api_key_id")?,
+                        model: row.try_get("model")?,
+                        route: row.try_get("route")?,
+                        decision: row.try_get("decision")?,
+                        status: i64::from(row.try_get::<i32, _>("status")?),
+                        reason_codes: row.try_get("reason_codes")?,
+                        entity_types: row.try_get("entity_types")?,
+                        tokens_in: row.try_get("tokens_in")?,
+                        tokens_out: row.try_get("tokens_out")?,
+                        cost_micros: row.try_get("cost_micros")?,
+                    },
                 })
             };
             let stored = read().map_err(DbError::query("reading an audit record"))?;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 
-use super::store::{AuditStore, Filter, StoredRow};
+use super::store::{AuditStore, Filter, RowColumns, StoredRow};
 use super::{AuditRecord, Checkpoint, GENESIS, chain_hash};
 use crate::db::DbError;
 
@@ -150,7 +150,7 @@ fn check_row(row: &StoredRow, state: &ChainState) -> Option<Problem> {
             ));
         }
     };
-    let expected = StoredRow::of(c.clone(), &record);
+    let (expected, row) = (RowColumns::of(&record), &row.columns);
     let columns = [
         ("id", expected.id == row.id),
         ("time_ms", expected.time_ms == row.time_ms),

@@ -500,11 +500,9 @@ impl Writer {
         let rows: Vec<StoredRow> = batch
             .iter()
             .filter(|s| !dedupe || skip.insert(s.id().to_owned()))
-            .map(|s| {
-                StoredRow::from_columns(
-                    next.append_canonical(s.canonical().to_owned()),
-                    s.columns.clone(),
-                )
+            .map(|s| StoredRow {
+                chained: next.append_canonical(s.canonical().to_owned()),
+                columns: s.columns.clone(),
             })
             .collect();
         let n = rows.len() as u64;
@@ -905,7 +903,7 @@ mod tests {
         let mut ids = Vec::new();
         store
             .scan(&Default::default(), |r| {
-                ids.push((r.chained.seq, r.id));
+                ids.push((r.chained.seq, r.columns.id));
                 true
             })
             .await

@@ -163,6 +163,25 @@ fn merge(into: &mut serde_json::Value, value: serde_json::Value, at: &str) -> Re
 }
 
 #[cfg(test)]
+impl Bundle {
+    /// A bundle of one policy module (`p.rego`) and one test module (`p_test.rego`), for the
+    /// unit tests of what reads bundles.
+    pub fn of_sources(policy: &str, test: &str) -> Self {
+        let module = |path: &str, source: &str| Module {
+            path: path.into(),
+            source: source.into(),
+        };
+        Self {
+            dir: "test".into(),
+            modules: vec![module("p.rego", policy)],
+            tests: vec![module("p_test.rego", test)],
+            data: serde_json::json!({}),
+            version: "sha256:00".into(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

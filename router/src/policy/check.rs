@@ -167,22 +167,9 @@ fn walk(schema: &Value, segs: &[Seg]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::bundle::Module;
 
     fn issues(src: &str) -> Vec<SchemaIssue> {
-        check_input_refs(&Bundle {
-            dir: "t".into(),
-            modules: vec![Module {
-                path: "p.rego".into(),
-                source: src.into(),
-            }],
-            tests: vec![Module {
-                path: "p_test.rego".into(),
-                source: "test_x if { input.whatever }".into(),
-            }],
-            data: serde_json::json!({}),
-            version: "v".into(),
-        })
+        check_input_refs(&Bundle::of_sources(src, "test_x if { input.whatever }"))
     }
 
     #[test]

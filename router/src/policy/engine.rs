@@ -174,10 +174,7 @@ impl CompiledBundle {
             if let Some(d) = key.as_ref().and_then(|k| slot.cache.get(k)) {
                 return Ok((d.clone(), CacheUse::Hit));
             }
-            let decision = match run(&mut slot.vm, input.to_rego()) {
-                Ok(v) => decision_from(&v),
-                Err(e) => return Err(e),
-            };
+            let decision = decision_from(&run(&mut slot.vm, input.to_rego())?);
             let used = match key {
                 Some(key) if !decision.is_policy_error() => {
                     slot.cache.insert(key, decision.clone(), self.cache_entries);
