@@ -94,8 +94,9 @@ impl Price {
 /// The VM's instruction limit per evaluation when `policy.max_instructions` is not set.
 pub const DEFAULT_POLICY_MAX_INSTRUCTIONS: usize = 100_000;
 
-/// Decisions cached per worker thread when `policy.decision_cache` is not set (a few MiB at
-/// most: a key is the JSON of what the bundle reads, a few hundred bytes).
+/// Decisions cached per worker thread and bundle when `policy.decision_cache` is not set. An
+/// entry is a key of a few hundred bytes (the JSON of what the bundle reads) and a decision of
+/// about as much again, so a full cache holds a few MiB per worker thread.
 pub const DEFAULT_POLICY_DECISION_CACHE: usize = 4096;
 
 /// Request headers a policy sees when `policy.header_allowlist` is not set.
