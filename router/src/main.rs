@@ -514,6 +514,10 @@ fn policy(command: PolicyCommand) -> Result<(), String> {
         PolicyCommand::Check { dir } => {
             let bundle = Bundle::load(&dir).map_err(|e| e.to_string())?;
             let issues = check::check_input_refs(&bundle);
+            let cache = match cordon_router::policy::cache::InputReads::of(&bundle) {
+                Ok(reads) => format!("decision cache: on; decisions depend on {reads}"),
+                Err(why) => format!("decision cache: off: {why}"),
+            };
             let (modules, tests, version) = (
                 bundle.modules.len(),
                 bundle.tests.len(),
@@ -533,6 +537,7 @@ fn policy(command: PolicyCommand) -> Result<(), String> {
                 "{}: ok ({modules} policy files, {tests} test files, {version})",
                 dir.display()
             );
+            println!("{cache}");
             Ok(())
         }
     }

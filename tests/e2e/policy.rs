@@ -487,6 +487,24 @@ fn policy_cli_test_check_and_eval() {
     );
     let (ok, out, err) = cordon(&["policy", "check", p]);
     assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("decision cache: on; decisions depend on input.dlp.findings"),
+        "{out}"
+    );
+    // A policy that reads the clock is evaluated for every request, and check says where.
+    let clock = broken.join("cordon/clock.rego");
+    std::fs::write(
+        &clock,
+        "package cordon.clock\n\nlate if time.now_ns() > 0\n",
+    )
+    .unwrap();
+    std::fs::write(&hours, h).unwrap();
+    let (ok, out, err) = cordon(&["policy", "check", broken.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("decision cache: off: cordon/clock.rego:3 calls time.now_ns"),
+        "{out}"
+    );
 
     let input = policies.join("testdata/inputs/03_cn_resident_id_private.json");
     let (ok, out, err) = cordon(&[

@@ -109,6 +109,22 @@ impl InputReads {
     }
 }
 
+/// `input.dlp.findings, input.request.model, input.time, ...`: what a decision depends on.
+impl std::fmt::Display for InputReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut paths = Vec::new();
+        for (field, read) in self.fields() {
+            match read {
+                Read::Whole => paths.push(format!("input.{field}")),
+                Read::Fields(subs) => {
+                    paths.extend(subs.iter().map(|s| format!("input.{field}.{s}")));
+                }
+            }
+        }
+        f.write_str(&paths.join(", "))
+    }
+}
+
 /// The module's tokens: kind, text (strings unquoted and unescaped) and line.
 fn tokens(source: &Source) -> Result<Vec<(TokenKind, String, u32)>, String> {
     let mut lexer = Lexer::new(source);
@@ -286,6 +302,11 @@ mod tests {
             Some(&subs(&["headers", "model", "model_route"]))
         );
         assert_eq!(r.fields.get("time"), Some(&subs(&["hour", "weekday"])));
+        assert!(
+            r.to_string()
+                .contains("input.request.model, input.request.model_route, input.time.hour"),
+            "{r}"
+        );
     }
 
     #[test]
