@@ -164,9 +164,6 @@ impl Relay {
                         } else {
                             openai_usage(&v)
                         };
-                        if self.guard.is_none() {
-                            return Ok(body);
-                        }
                         v
                     }
                     // Not JSON: nothing to restore or scan field by field.

@@ -198,14 +198,6 @@ impl DecisionCache {
         }
         self.entries.insert(key, decision);
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -315,7 +307,7 @@ mod tests {
         for i in 0..5u8 {
             c.insert(vec![i], Decision::policy_error("x"), 3);
         }
-        assert_eq!(c.len(), 2);
+        assert_eq!(c.entries.len(), 2);
         assert!(c.get(&[4]).is_some() && c.get(&[0]).is_none());
     }
 }

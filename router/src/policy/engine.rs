@@ -46,7 +46,8 @@ pub struct CompiledBundle {
 pub enum CacheUse {
     Hit,
     Miss,
-    /// The cache is off, or the bundle's decisions cannot be cached.
+    /// The cache is off, the bundle's decisions cannot be cached, or the evaluation failed
+    /// (errors are never cached).
     Off,
 }
 
