@@ -127,6 +127,7 @@ fn main() {
         checkpoint_every: 10_000,
         required: false,
         queue: 65_536,
+        yield_cpu: false,
     })
     .unwrap();
     let t = Instant::now();
@@ -185,6 +186,7 @@ fn main() {
         checkpoint_every: 10_000,
         required: false,
         queue: 65_536,
+        yield_cpu: false,
     };
     let down = AuditLog::start(settings("postgres://postgres@127.0.0.1:1/none")).unwrap();
     let t = Instant::now();

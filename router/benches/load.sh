@@ -10,6 +10,8 @@
 # and context switches each proxy spends per request, which the noise of a shared machine moves
 # less, and Cordon's peak RSS.
 #   router/benches/load.sh            (DURATION=10 THREADS=2 ROUNDS=1 to change the run)
+# CONCS="1" measures only the concurrencies named (default "1 64"; peak RSS is the issue's figure
+# only when 64 is among them).
 # ROUNDS=N repeats the whole sequence N times and reports the medians of the per-round ratios,
 # added p99 and CPU per request: on a shared machine one round's figures move by +-0.05x.
 # PIN=1 puts the proxy under test on the last core and wrk and the upstream on the others
@@ -23,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-1}"
+CONCS="${CONCS:-1 64}"
 THREADS="${THREADS:-2}"
 UP_PORT="${UP_PORT:-18001}"; BARE_PORT="${BARE_PORT:-18002}"; CORDON_PORT="${CORDON_PORT:-18003}"
 
@@ -90,7 +93,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 
 declare -A rps p50 p99 cpu_us sw
 rows=()
 for round in $(seq 1 "$ROUNDS"); do
-  for conc in 1 64; do
+  for conc in $CONCS; do
     t=$(( conc < 2 ? 1 : 2 ))
     for target in direct bare cordon; do
       case $target in direct) port=$UP_PORT ;; bare) port=$BARE_PORT ;; cordon) port=$CORDON_PORT ;; esac
@@ -121,7 +124,7 @@ echo
 echo "load benchmark: ${DURATION}s per run, $ROUNDS round(s), wrk, proxies on $THREADS threads, $(nproc) cores, pinned: $PIN"
 printf '%-6s %-8s %5s %12s %10s %10s %14s %14s\n' round target conc rps p50_us p99_us added_p50_us added_p99_us
 for round in $(seq 1 "$ROUNDS"); do
-  for conc in 1 64; do
+  for conc in $CONCS; do
     for target in direct bare cordon; do
       k=$target,$conc,$round; d=direct,$conc,$round
       a50=$(awk -v a="${p50[$k]}" -v b="${p50[$d]}" 'BEGIN {printf "%.0f", a - b}')
@@ -131,7 +134,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 echo "medians over the rounds (each round runs direct, bare and cordon back to back):"
-for conc in 1 64; do
+for conc in $CONCS; do
   ratios=(); added=(); bare_added=(); cpu_c=(); cpu_b=(); sw_c=(); sw_b=()
   for round in $(seq 1 "$ROUNDS"); do
     k=$conc,$round

@@ -65,6 +65,16 @@ impl Database {
             // An embedded SQLite connection cannot drop, so the ping before each acquire (a
             // round trip through sqlx's worker thread, two context switches) buys nothing there.
             .test_before_acquire(backend != Backend::Sqlite)
+            // Nor does it need recycling. Without a lifetime or an idle timeout sqlx starts no
+            // maintenance task, and the connection (with the worker thread it runs on) lives as
+            // long as the pool: the audit writer opens one from a thread at idle priority
+            // (`audit::priority`) and relies on it not being reopened from another thread.
+            .idle_timeout(
+                (backend != Backend::Sqlite).then_some(std::time::Duration::from_secs(600)),
+            )
+            .max_lifetime(
+                (backend != Backend::Sqlite).then_some(std::time::Duration::from_secs(1800)),
+            )
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

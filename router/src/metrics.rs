@@ -2,8 +2,8 @@
 //! Rendered as text on `GET /metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -29,6 +29,10 @@ pub struct Metrics {
     policy_info: Info,
     /// Audit records by state: written, spooled, replayed, failed (since start).
     pub audit: IntGaugeVec,
+    /// Of the written records, those written at idle priority (`audit.yield_cpu`), and the
+    /// times such a write found no idle CPU.
+    audit_idle_records: IntGauge,
+    audit_idle_starved: IntGauge,
     pub dlp_reloads: IntCounter,
     pub dlp_reload_failures: IntCounter,
     /// 1 for the DLP rule packs in force, by version.
@@ -165,6 +169,21 @@ impl Metrics {
         registry
             .register(Box::new(audit.clone()))
             .expect("unique metric");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let audit_idle_records = gauge(
+            "cordon_audit_idle_priority_records",
+            "Audit records written at idle CPU priority since start (audit.yield_cpu; also counted as written)",
+        );
+        let audit_idle_starved = gauge(
+            "cordon_audit_idle_priority_starved",
+            "Times since start that an idle-priority audit write found no idle CPU, after which the writer used normal priority for 10 s",
+        );
         for c in [
             &requests,
             &upstream_errors,
@@ -199,6 +218,8 @@ impl Metrics {
             policy_cache_misses,
             policy_info: Info::new(policy_info),
             audit,
+            audit_idle_records,
+            audit_idle_starved,
             dlp_reloads,
             dlp_reload_failures,
             dlp_info: Info::new(dlp_info),
@@ -240,6 +261,9 @@ impl Metrics {
                 .with_label_values(&[state])
                 .set(v.load(Relaxed) as i64);
         }
+        self.audit_idle_records
+            .set(s.written_idle.load(Relaxed) as i64);
+        self.audit_idle_starved.set(s.starved.load(Relaxed) as i64);
     }
 
     pub fn render(&self) -> Vec<u8> {

@@ -9,6 +9,7 @@
 //! shutdown the chain head is signed with the instance's Ed25519 key (a checkpoint), so that
 //! rewriting the whole chain, or cutting its tail, is detected too.
 
+pub mod priority;
 pub mod report;
 pub mod store;
 pub mod verify;
@@ -36,6 +37,8 @@ pub enum AuditError {
     Key(String),
     #[error("audit record: {0}")]
     Record(String),
+    #[error("audit writes at idle priority: {0}")]
+    Priority(String),
 }
 
 /// What DLP found, per entity type: never the values.

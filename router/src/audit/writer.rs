@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use sqlx::Row;
 
+use super::priority::{self, Yielding};
 use super::store::{AuditStore, RowColumns, StoredRow};
 use super::{AuditError, AuditRecord, Chain, Checkpoint};
 use crate::db::{Database, DbError};
@@ -35,6 +36,8 @@ pub struct AuditSettings {
     pub required: bool,
     /// Records queued in memory before the request path writes to the spool itself.
     pub queue: usize,
+    /// On SQLite (Linux), write on idle CPU time while there is some ([`super::priority`]).
+    pub yield_cpu: bool,
 }
 
 impl std::fmt::Debug for AuditSettings {
@@ -45,6 +48,8 @@ impl std::fmt::Debug for AuditSettings {
             .field("spool_dir", &self.spool_dir)
             .field("checkpoint_every", &self.checkpoint_every)
             .field("required", &self.required)
+            .field("queue", &self.queue)
+            .field("yield_cpu", &self.yield_cpu)
             .finish()
     }
 }
@@ -57,6 +62,8 @@ impl std::fmt::Debug for AuditSettings {
 struct Sealed {
     columns: RowColumns,
     line: String,
+    /// When it was sealed (or read back from the spool): how long it has waited.
+    at: Instant,
 }
 
 impl Sealed {
@@ -66,6 +73,7 @@ impl Sealed {
         Self {
             columns: RowColumns::of(&record),
             line,
+            at: Instant::now(),
         }
     }
 
@@ -97,6 +105,11 @@ pub struct AuditStats {
     pub spooled: AtomicU64,
     pub replayed: AtomicU64,
     pub failures: AtomicU64,
+    /// Records written at idle priority (`audit.yield_cpu`).
+    pub written_idle: AtomicU64,
+    /// Times an idle-priority write found no idle CPU and the writer went back to normal
+    /// priority for a while.
+    pub starved: AtomicU64,
 }
 
 /// The handle the gateway holds.
@@ -134,6 +147,8 @@ impl AuditLog {
         let stats = Arc::new(AuditStats::default());
         let mut writer = Writer {
             store: None,
+            idle: None,
+            yielding: Yielding::default(),
             chain: None,
             spool: spool.clone(),
             broken: broken.clone(),
@@ -287,6 +302,10 @@ impl AuditLog {
 
 struct Writer {
     store: Option<AuditStore>,
+    /// The same database through a connection whose SQLite thread runs at `SCHED_IDLE`, when
+    /// `yield_cpu` is on and the database is SQLite.
+    idle: Option<priority::IdleStore>,
+    yielding: Yielding,
     chain: Option<Chain>,
     spool: Arc<Mutex<Spool>>,
     broken: Arc<AtomicBool>,
@@ -431,9 +450,13 @@ impl Writer {
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok((store, chain))) => {
+                let fresh = self.store.is_none();
                 self.store = Some(store);
                 self.chain = Some(chain);
                 self.retry = RETRY;
+                if fresh {
+                    self.open_idle().await;
+                }
                 true
             }
             Ok(Err(e)) => {
@@ -444,6 +467,29 @@ impl Writer {
                 tracing::warn!("audit store did not answer in time; spooling records");
                 false
             }
+        }
+    }
+
+    /// Opens the idle-priority connection, when it applies; without it every write runs at
+    /// normal priority.
+    async fn open_idle(&mut self) {
+        self.idle = None;
+        let sqlite = self
+            .store
+            .as_ref()
+            .is_some_and(|s| s.db.backend == crate::db::Backend::Sqlite);
+        if !self.settings.yield_cpu || !sqlite {
+            return;
+        }
+        let url = &self.settings.database_url;
+        match tokio::time::timeout(CONNECT_TIMEOUT, priority::open_idle(url)).await {
+            Ok(Ok(idle)) => self.idle = Some(idle),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "audit writes run at normal priority");
+            }
+            Err(_) => tracing::warn!(
+                "audit writes run at normal priority: the idle-priority connection did not open in time"
+            ),
         }
     }
 
@@ -497,19 +543,61 @@ impl Writer {
             }
         }
         let mut next = chain.clone();
-        let rows: Vec<StoredRow> = batch
+        let (rows, sealed_at): (Vec<StoredRow>, Vec<Instant>) = batch
             .iter()
             .filter(|s| !dedupe || skip.insert(s.id().to_owned()))
-            .map(|s| StoredRow {
-                chained: next.append_canonical(s.canonical().to_owned()),
-                columns: s.columns.clone(),
+            .map(|s| {
+                let row = StoredRow {
+                    chained: next.append_canonical(s.canonical().to_owned()),
+                    columns: s.columns.clone(),
+                };
+                (row, s.at)
             })
-            .collect();
-        let n = rows.len() as u64;
-        match tokio::time::timeout(Duration::from_secs(10), store.append(&rows)).await {
+            .unzip();
+        // At idle priority in small transactions, so that the writer sees soon when it falls
+        // behind; else (or the rest, once behind) in one transaction at normal priority.
+        let mut idle = self
+            .idle
+            .as_ref()
+            .filter(|_| self.yielding.idle(Instant::now()))
+            .map(|i| &i.store);
+        let mut done = 0;
+        let outcome = loop {
+            let rest = &rows[done..];
+            if rest.is_empty() {
+                break Ok(Ok(()));
+            }
+            let part = &rest[..rest
+                .len()
+                .min(idle.map_or(rest.len(), |_| priority::IDLE_ROWS))];
+            let appended = idle.unwrap_or(store).append(part);
+            match tokio::time::timeout(Duration::from_secs(10), appended).await {
+                Ok(Ok(())) => {}
+                failed => break failed,
+            }
+            self.stats
+                .written
+                .fetch_add(part.len() as u64, Ordering::Relaxed);
+            if idle.is_some() {
+                self.stats
+                    .written_idle
+                    .fetch_add(part.len() as u64, Ordering::Relaxed);
+                let waited = sealed_at[done].elapsed();
+                if self.yielding.wrote(waited, Instant::now()) {
+                    idle = None;
+                    self.stats.starved.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        waited_ms = waited.as_millis() as u64,
+                        "too little idle CPU for the audit writes: they run at normal priority for {} s",
+                        priority::HOLD.as_secs()
+                    );
+                }
+            }
+            done += part.len();
+        };
+        match outcome {
             Ok(Ok(())) => {
                 *chain = next;
-                self.stats.written.fetch_add(n, Ordering::Relaxed);
                 self.broken.store(false, Ordering::Relaxed);
                 // A checkpoint at every multiple of checkpoint_every.
                 let every = self.settings.checkpoint_every.max(1) as i64;
@@ -881,6 +969,7 @@ mod tests {
             checkpoint_every: 3,
             required: false,
             queue: 16,
+            yield_cpu: true,
         };
         // An unreachable database: a directory where the file should be.
         let bad_path = dir.path().join("missing-dir/sub");
@@ -899,6 +988,8 @@ mod tests {
             log.record(sample(&format!("s{i}")));
         }
         log.shutdown(Duration::from_secs(10));
+        // The first transaction of a writer always runs at idle priority.
+        assert!(log.stats.written_idle.load(Ordering::Relaxed) > 0);
         let store = AuditStore::new(Database::open(&good).await.unwrap());
         let mut ids = Vec::new();
         store
@@ -911,5 +1002,104 @@ mod tests {
         let expect: Vec<(i64, String)> = (0..8).map(|i| (i + 1, format!("s{i}"))).collect();
         assert_eq!(ids, expect);
         assert!(!store.checkpoints().await.unwrap().is_empty());
+    }
+
+    fn sqlite_settings(dir: &Path, yield_cpu: bool) -> AuditSettings {
+        AuditSettings {
+            database_url: format!("sqlite://{}?mode=rwc", dir.join("a.db").display()),
+            chain_id: "gw-test".into(),
+            spool_dir: dir.join("spool"),
+            signing_key: SigningKey::from_bytes(&[1; 32]),
+            checkpoint_every: 50,
+            required: false,
+            queue: 4096,
+            yield_cpu,
+        }
+    }
+
+    /// A writer as [`AuditLog::start`] makes one, driven directly.
+    fn writer(settings: AuditSettings) -> Writer {
+        Writer {
+            store: None,
+            idle: None,
+            yielding: Yielding::default(),
+            chain: None,
+            spool: Arc::new(Mutex::new(Spool::new(&settings.spool_dir))),
+            broken: Arc::new(AtomicBool::new(false)),
+            stats: Arc::new(AuditStats::default()),
+            last_attempt: None,
+            retry: RETRY,
+            settings,
+        }
+    }
+
+    /// `n` records sealed `ago` before now.
+    fn sealed(from: usize, n: usize, ago: Duration) -> Vec<Sealed> {
+        (from..from + n)
+            .map(|i| {
+                let mut s = Sealed::new(sample(&format!("r{i:04}")));
+                s.at -= ago;
+                s
+            })
+            .collect()
+    }
+
+    /// Verifies the stored chain; returns its length.
+    async fn verified(url: &str) -> u64 {
+        let store = AuditStore::new(Database::open(url).await.unwrap());
+        let key = SigningKey::from_bytes(&[1; 32]).verifying_key();
+        let report = super::super::verify::verify(&store, &Default::default(), &key, || {})
+            .await
+            .unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        report.records
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn writes_go_at_idle_priority_until_the_writer_falls_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = sqlite_settings(dir.path(), true);
+        let url = settings.database_url.clone();
+        let mut w = writer(settings);
+        assert!(w.connect().await);
+        assert!(w.idle.is_some(), "the idle-priority connection opened");
+        let idle = |w: &Writer| w.stats.written_idle.load(Ordering::Relaxed);
+        let fresh = Duration::ZERO;
+        // A quiet batch: idle priority.
+        assert!(w.insert(&sealed(0, 10, fresh), false).await);
+        assert_eq!((idle(&w), w.stats.starved.load(Ordering::Relaxed)), (10, 0));
+        // Several idle-priority transactions keep one chain.
+        let many = 3 * priority::IDLE_ROWS + 1;
+        assert!(w.insert(&sealed(10, many, fresh), false).await);
+        assert_eq!(idle(&w), (10 + many) as u64);
+        // Records that waited too long: the first transaction is written at idle priority, the
+        // rest at normal priority, and the writer stays there.
+        let from = 10 + many;
+        let late = sealed(from, priority::IDLE_ROWS + 5, priority::BEHIND * 2);
+        assert!(w.insert(&late, false).await);
+        let idle_rows = (10 + many + priority::IDLE_ROWS) as u64;
+        assert_eq!(
+            (idle(&w), w.stats.starved.load(Ordering::Relaxed)),
+            (idle_rows, 1)
+        );
+        let total = from + late.len();
+        assert!(w.insert(&sealed(total, 10, fresh), false).await);
+        assert_eq!(idle(&w), idle_rows, "held at normal priority");
+        assert_eq!(w.stats.written.load(Ordering::Relaxed), total as u64 + 10);
+        // Both connections wrote one chain.
+        assert_eq!(verified(&url).await, total as u64 + 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn without_yield_cpu_nothing_is_written_at_idle_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = sqlite_settings(dir.path(), false);
+        let url = settings.database_url.clone();
+        let mut w = writer(settings);
+        assert!(w.connect().await);
+        assert!(w.idle.is_none());
+        assert!(w.insert(&sealed(0, 10, Duration::ZERO), false).await);
+        assert_eq!(w.stats.written_idle.load(Ordering::Relaxed), 0);
+        assert_eq!(verified(&url).await, 10);
     }
 }

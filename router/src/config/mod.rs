@@ -73,6 +73,8 @@ pub struct AuditConfig {
     pub required: bool,
     pub queue: usize,
     pub spool_dir: PathBuf,
+    /// SQLite audit writes use idle CPU time while there is some (`audit::priority`).
+    pub yield_cpu: bool,
 }
 
 /// Millionths of the currency per million tokens.
@@ -529,6 +531,7 @@ impl Validator<'_> {
             checkpoint_every,
             required: raw.required.unwrap_or(false),
             queue: raw.queue.unwrap_or(16_384).max(1),
+            yield_cpu: raw.yield_cpu.unwrap_or(false),
             spool_dir: raw
                 .spool_dir
                 .map(|d| self.path(&d))
@@ -1038,6 +1041,15 @@ mod tests {
         assert!(c.dlp.rules.is_some());
         assert!(c.server.http_listen.is_some());
         assert!(c.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn audit_yield_cpu_is_off_unless_asked_for() {
+        let c = load("[server]\nhttp_listen = \"127.0.0.1:1\"\n").unwrap();
+        assert!(!c.audit.unwrap().yield_cpu);
+        let c =
+            load("[server]\nhttp_listen = \"127.0.0.1:1\"\n[audit]\nyield_cpu = true\n").unwrap();
+        assert!(c.audit.unwrap().yield_cpu);
     }
 
     #[test]

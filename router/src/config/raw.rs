@@ -175,6 +175,7 @@ pub struct RawAudit {
     pub required: Option<bool>,
     pub queue: Option<usize>,
     pub spool_dir: Option<PathBuf>,
+    pub yield_cpu: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

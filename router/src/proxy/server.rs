@@ -105,6 +105,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
                 checkpoint_every: a.checkpoint_every,
                 required: a.required,
                 queue: a.queue,
+                yield_cpu: a.yield_cpu,
             })
             .map_err(|e| ServeError::Start(e.to_string()))?;
             Some(Arc::new(log))
