@@ -43,8 +43,9 @@ pub struct IdleStore {
 }
 
 /// Opens `url` from a new thread that has set itself to `SCHED_IDLE`, so that the worker thread
-/// sqlx starts for the SQLite connection inherits the policy. The pool never reopens the
-/// connection from another thread (see [`Database::open`]), so it keeps the policy.
+/// sqlx starts for the SQLite connection inherits the policy. sqlx never recycles the
+/// connection (see [`Database::open`]); one that breaks is reopened from the writer's thread,
+/// at normal priority.
 pub async fn open_idle(url: &str) -> Result<IdleStore, AuditError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let url = url.to_owned();
@@ -163,7 +164,7 @@ mod tests {
 
     /// The scheduling policy of a thread of this process (field 41 of its `stat`), by its path
     /// under `/proc`.
-    pub(crate) fn policy(path: &str) -> Option<u32> {
+    fn policy(path: &str) -> Option<u32> {
         let stat = std::fs::read_to_string(format!("/proc/{path}/stat")).ok()?;
         // The name (field 2) is in parentheses and may hold spaces: count from after it.
         let rest = &stat[stat.rfind(')')? + 2..];
@@ -171,7 +172,7 @@ mod tests {
     }
 
     /// This process's threads whose name starts with `prefix`, as paths under `/proc`.
-    pub(crate) fn threads(prefix: &str) -> std::collections::BTreeSet<String> {
+    fn threads(prefix: &str) -> std::collections::BTreeSet<String> {
         std::fs::read_dir("/proc/self/task")
             .into_iter()
             .flatten()
