@@ -145,18 +145,12 @@ impl AuditLog {
         let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue.max(1));
         let broken = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(AuditStats::default());
-        let mut writer = Writer {
-            store: None,
-            idle: None,
-            yielding: Yielding::default(),
-            chain: None,
-            spool: spool.clone(),
-            broken: broken.clone(),
-            stats: stats.clone(),
-            last_attempt: None,
-            retry: RETRY,
-            settings: settings.clone(),
-        };
+        let mut writer = Writer::new(
+            settings.clone(),
+            spool.clone(),
+            broken.clone(),
+            stats.clone(),
+        );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -344,6 +338,27 @@ fn linger(rx: &std::sync::mpsc::Receiver<Msg>, until: Instant) -> Option<Msg> {
 }
 
 impl Writer {
+    /// A writer that has not connected yet.
+    fn new(
+        settings: AuditSettings,
+        spool: Arc<Mutex<Spool>>,
+        broken: Arc<AtomicBool>,
+        stats: Arc<AuditStats>,
+    ) -> Self {
+        Self {
+            store: None,
+            idle: None,
+            yielding: Yielding::default(),
+            chain: None,
+            spool,
+            broken,
+            stats,
+            last_attempt: None,
+            retry: RETRY,
+            settings,
+        }
+    }
+
     async fn run(&mut self, rx: std::sync::mpsc::Receiver<Msg>) {
         // Whatever a previous run left in the spool goes first.
         self.drain_spool().await;
@@ -1019,18 +1034,8 @@ mod tests {
 
     /// A writer as [`AuditLog::start`] makes one, driven directly.
     fn writer(settings: AuditSettings) -> Writer {
-        Writer {
-            store: None,
-            idle: None,
-            yielding: Yielding::default(),
-            chain: None,
-            spool: Arc::new(Mutex::new(Spool::new(&settings.spool_dir))),
-            broken: Arc::new(AtomicBool::new(false)),
-            stats: Arc::new(AuditStats::default()),
-            last_attempt: None,
-            retry: RETRY,
-            settings,
-        }
+        let spool = Arc::new(Mutex::new(Spool::new(&settings.spool_dir)));
+        Writer::new(settings, spool, Arc::default(), Arc::default())
     }
 
     /// `n` records sealed `ago` before now.
@@ -1065,7 +1070,7 @@ mod tests {
         assert!(w.idle.is_some(), "the idle-priority connection opened");
         let idle = |w: &Writer| w.stats.written_idle.load(Ordering::Relaxed);
         let fresh = Duration::ZERO;
-        // A quiet batch: idle priority.
+        // A writer starts at idle priority.
         assert!(w.insert(&sealed(0, 10, fresh), false).await);
         assert_eq!((idle(&w), w.stats.starved.load(Ordering::Relaxed)), (10, 0));
         // Several idle-priority transactions keep one chain.
