@@ -14,6 +14,11 @@ pub const BATCH_ROWS: usize = 400;
 /// driver asks SQLite for each parameter's name, and for numbered ones (`$1`) SQLite scans the
 /// statement's name list every time, so that 400 numbered rows (7,600 parameters) made
 /// `sqlite3_bind_parameter_name` the gateway's top function under load.
+///
+/// A shorter remainder is written as statements of power-of-two lengths (46 rows: 32, 8, 4 and
+/// 2), so that a connection caches seven INSERT statements rather than one for every length from
+/// 1 to 64: sqlx keeps each prepared statement, and a 64-row one holds about 280 KB in SQLite,
+/// so that the 64 lengths a day's batches reach held about 9 MB on every connection.
 pub const SQLITE_BATCH_ROWS: usize = 64;
 
 const COLUMNS: &str = "chain_id, seq, id, time_ms, user_id, team, api_key_id, model, route, decision, status, reason_codes, entity_types, tokens_in, tokens_out, cost_micros, record, prev_hash, hash";
@@ -110,6 +115,16 @@ fn insert_sql(rows: usize, sqlite: bool) -> String {
     sql
 }
 
+/// How many of `left` rows the next INSERT statement takes: `per_statement` while that many are
+/// left, then on SQLite the largest power of two (see [`SQLITE_BATCH_ROWS`]).
+fn statement_rows(left: usize, per_statement: usize, sqlite: bool) -> usize {
+    if left >= per_statement || !sqlite {
+        left.min(per_statement)
+    } else {
+        1 << left.ilog2()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditStore {
     pub db: Database,
@@ -136,7 +151,11 @@ impl AuditStore {
         } else {
             BATCH_ROWS
         };
-        for chunk in rows.chunks(per_statement) {
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let len = statement_rows(rest.len(), per_statement, sqlite);
+            let (chunk, after) = rest.split_at(len);
+            rest = after;
             let sql = insert_sql(chunk.len(), sqlite);
             let mut q = sqlx::query(&sql);
             for r in chunk {
@@ -374,5 +393,44 @@ impl Filter {
         } else {
             (format!(" WHERE {}", conds.join(" AND ")), binds)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statement lengths a transaction of `n` rows uses.
+    fn lengths(n: usize, sqlite: bool) -> Vec<usize> {
+        let per = if sqlite {
+            SQLITE_BATCH_ROWS
+        } else {
+            BATCH_ROWS
+        };
+        let (mut left, mut out) = (n, Vec::new());
+        while left > 0 {
+            let len = statement_rows(left, per, sqlite);
+            out.push(len);
+            left -= len;
+        }
+        out
+    }
+
+    #[test]
+    fn sqlite_statements_come_in_seven_lengths() {
+        assert_eq!(lengths(46, true), [32, 8, 4, 2]);
+        assert_eq!(lengths(64 * 3 + 7, true), [64, 64, 64, 4, 2, 1]);
+        let mut seen = std::collections::BTreeSet::new();
+        for n in 1..=1000 {
+            let l = lengths(n, true);
+            assert_eq!(l.iter().sum::<usize>(), n);
+            seen.extend(l);
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, 64]
+        );
+        // PostgreSQL caches no SQLite statements: full statements, then the rest in one.
+        assert_eq!(lengths(BATCH_ROWS + 46, false), [BATCH_ROWS, 46]);
     }
 }

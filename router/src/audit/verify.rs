@@ -223,8 +223,9 @@ mod tests {
         let store = AuditStore::new(Database::open(&url).await.unwrap());
         let key = SigningKey::from_bytes(&[9; 32]);
         let mut chain = crate::audit::Chain::new("one");
-        // More rows than one SQLite statement takes, and a part-filled last statement.
-        let n = 2 * crate::audit::store::SQLITE_BATCH_ROWS + 5;
+        // More rows than one SQLite statement takes, and a remainder of 7 (statements of 4, 2
+        // and 1 rows).
+        let n = 2 * crate::audit::store::SQLITE_BATCH_ROWS + 7;
         let rows: Vec<StoredRow> = (0..n)
             .map(|i| {
                 let r = sample(&format!("r{i}"));
