@@ -18,6 +18,8 @@
 # (taskset), so that tail latency measures the proxy rather than the scheduler. CORDON_LOG
 # sets Cordon's log level (default info: one access-log line per request). CORDON_EXTRA is
 # appended to Cordon's config (for example $'[audit]\nenabled = false' to measure without it).
+# SMAPS=1 also prints Cordon's resident memory at the end by kind (anonymous, file), its
+# thread count and its audit counters (how many records were written at idle priority).
 # PERF=FILE records Cordon with `perf record -g` during its concurrency-64 run (PERF_ARGS replaces
 # -g, e.g. "--call-graph dwarf"; read it with perf report -i FILE). The binaries are built into, and
 # run from, CARGO_TARGET_DIR when it is set; CORDON_BIN=PATH measures another cordon binary.
@@ -148,3 +150,9 @@ for conc in $CONCS; do
     "$conc" "$(median "${ratios[@]}")" "${ratios[*]}" "$(median "${added[@]}")" "$(median "${bare_added[@]}")" "$(median "${cpu_c[@]}")" "$(median "${cpu_b[@]}")" "$(median "${sw_c[@]}")" "$(median "${sw_b[@]}")"
 done
 echo "cordon peak RSS: $((peak_kb / 1024)) MiB (VmHWM, after the concurrency-64 runs; $((start_kb / 1024)) MiB once started)"
+if [[ -n ${SMAPS:-} ]]; then
+  echo "cordon memory at the end (smaps_rollup), threads, and audit counters:"
+  grep -E "^(Rss|Pss_Anon|Pss_File)" "/proc/$cordon_pid/smaps_rollup" || true
+  grep "^Threads" "/proc/$cordon_pid/status" || true
+  curl -s "http://127.0.0.1:$CORDON_PORT/metrics" | grep "^cordon_audit" || true
+fi

