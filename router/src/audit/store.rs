@@ -18,7 +18,7 @@ pub const BATCH_ROWS: usize = 400;
 /// A shorter remainder is written as statements of power-of-two lengths (46 rows: 32, 8, 4 and
 /// 2), so that a connection caches seven INSERT statements rather than one for every length from
 /// 1 to 64: sqlx keeps each prepared statement, and a 64-row one holds about 280 KB in SQLite,
-/// so that the 64 lengths a day's batches reach held about 9 MB on every connection.
+/// so that all 64 lengths took about 9 MB on every connection.
 pub const SQLITE_BATCH_ROWS: usize = 64;
 
 const COLUMNS: &str = "chain_id, seq, id, time_ms, user_id, team, api_key_id, model, route, decision, status, reason_codes, entity_types, tokens_in, tokens_out, cost_micros, record, prev_hash, hash";
@@ -430,7 +430,7 @@ mod tests {
             seen.into_iter().collect::<Vec<_>>(),
             [1, 2, 4, 8, 16, 32, 64]
         );
-        // PostgreSQL caches no SQLite statements: full statements, then the rest in one.
+        // On PostgreSQL: full statements, then the rest in one.
         assert_eq!(lengths(BATCH_ROWS + 46, false), [BATCH_ROWS, 46]);
     }
 }
